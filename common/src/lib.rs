@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod key;
+pub mod paths;
 pub mod rule;
 
 pub use config::{ConfigError, NetworkConfig, PeerConfig};

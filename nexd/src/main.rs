@@ -1,1 +1,72 @@
-fn main() {}
+//! nexd: a daemon that joins a WireGuard network entirely in userspace and proxies
+//! layer-4 traffic between host sockets and addresses on that network.
+
+use nexd::{cli, proxy};
+
+use clap::Parser;
+use std::process::ExitCode;
+
+/// sysexits: command line usage error.
+const EX_USAGE: u8 = 64;
+/// sysexits: service unavailable.
+const EX_UNAVAILABLE: u8 = 69;
+
+fn init_logging(level: Option<&str>) -> Result<(), String> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.is_empty() => EnvFilter::try_new(&v).map_err(|e| format!("invalid RUST_LOG {v:?}: {e}"))?,
+        _ => {
+            let l = level.unwrap_or("info");
+            // A bare level applies to nexd only; dependencies stay at warn.
+            let spec = if l.contains('=') || l.contains(',') {
+                l.to_string()
+            } else {
+                format!("warn,nexd={l}")
+            };
+            let valid = ["error", "warn", "info", "debug", "trace", "off"];
+            if !l.contains('=') && !valid.contains(&l.to_ascii_lowercase().as_str()) {
+                return Err(format!("invalid --log-level {l:?}: expected one of {}", valid.join(", ")));
+            }
+            EnvFilter::try_new(&spec).map_err(|e| format!("invalid --log-level {l:?}: {e}"))?
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    if let Err(e) = init_logging(cli.log_level.as_deref()) {
+        eprintln!("nexd: {e}");
+        return ExitCode::from(EX_USAGE);
+    }
+    match cli.command {
+        cli::Command::Version => {
+            println!("nexd {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        cli::Command::Agent => {
+            eprintln!("nexd: agent mode is not yet implemented; use 'nexd proxy'");
+            ExitCode::from(EX_UNAVAILABLE)
+        }
+        cli::Command::Proxy(args) => {
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("nexd: cannot start runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(proxy::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("nexd: {}", e.message);
+                    ExitCode::from(e.code)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,830 @@
+//! The engine task: waits on the WireGuard socket, host events, commands and timers, and
+//! after each wake-up pumps the stack until it is quiet.
+
+use super::host::{self, Event, FlowId};
+use super::rules::{Listener, RuleTable};
+use super::stack::NetStack;
+use super::tcp::{FlowState, TcpFlow};
+use super::udp::{self, EgressUdpFlow, IngressUdpFlow};
+use super::wg::{WgDevice, WgIo};
+use super::{
+    Command, EngineConfig, EngineError, EngineHandle, EngineStatus, PeerStatus, Tunables,
+};
+use bytes::Bytes;
+use nexd_common::{Direction, Protocol, ProxyRule};
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::{tcp, udp as sudp};
+use smoltcp::wire::{IpEndpoint, IpListenEndpoint};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Listening sockets kept ready per ingress TCP port.
+const LISTEN_BACKLOG: usize = 24;
+/// Datagrams and events handled per wake-up before the stack is polled.
+const INPUT_BATCH: usize = 256;
+/// Bound on poll rounds per wake-up, so the loop always returns to its inputs.
+const PUMP_ROUNDS: usize = 64;
+
+/// Counters the engine keeps beyond the WireGuard layer's.
+#[derive(Default)]
+struct Counters {
+    udp_send_dropped: u64,
+    oversize_datagrams: u64,
+    egress_no_route: u64,
+    ingress_dial_failed: u64,
+    ports_exhausted: u64,
+}
+
+struct Engine {
+    wg: WgDevice,
+    stack: NetStack,
+    udp: Arc<UdpSocket>,
+    listen_addr: SocketAddr,
+    events_tx: mpsc::Sender<Event>,
+    events_rx: mpsc::Receiver<Event>,
+    commands: mpsc::Receiver<Command>,
+    rules: RuleTable,
+    tcp_flows: HashMap<FlowId, TcpFlow>,
+    egress_udp: HashMap<FlowId, EgressUdpFlow>,
+    egress_udp_index: HashMap<(u16, SocketAddr), FlowId>,
+    ingress_udp: HashMap<FlowId, IngressUdpFlow>,
+    ingress_udp_index: HashMap<(u16, IpEndpoint), FlowId>,
+    next_flow: FlowId,
+    tunables: Tunables,
+    addresses: Vec<ipnet::IpNet>,
+    counters: Counters,
+    cancel: CancellationToken,
+}
+
+/// The engine's I/O for the WireGuard layer: datagrams to the UDP socket, packets to smoltcp.
+struct Io<'a> {
+    udp: &'a UdpSocket,
+    device: &'a mut super::device::QueueDevice,
+    dropped: &'a mut u64,
+}
+
+impl WgIo for Io<'_> {
+    fn send_datagram(&mut self, to: SocketAddr, data: &[u8]) {
+        // Never block the engine on the network: a full socket buffer drops like a wire would.
+        if self.udp.try_send_to(data, to).is_err() {
+            *self.dropped += 1;
+        }
+    }
+    fn deliver_packet(&mut self, packet: &[u8]) {
+        self.device.push_rx(packet);
+    }
+}
+
+/// Binds the WireGuard socket, spawns the engine task and returns its handle and the task.
+pub async fn start(
+    cfg: EngineConfig,
+    cancel: CancellationToken,
+) -> Result<(EngineHandle, tokio::task::JoinHandle<()>, SocketAddr), EngineError> {
+    let port = cfg.network.listen_port.unwrap_or(0);
+    let udp = host::bind_udp(port).map_err(|source| EngineError::WireGuardSocket { port, source })?;
+    let listen_addr = udp
+        .local_addr()
+        .map_err(|source| EngineError::WireGuardSocket { port, source })?;
+    let mut wg = WgDevice::new(&cfg.network.private_key);
+    for (peer, endpoint) in cfg.network.peers.iter().zip(cfg.endpoints.iter()) {
+        wg.add_peer(peer, *endpoint)?;
+    }
+    let stack = NetStack::new(&cfg.network.addresses, cfg.tunables.mtu);
+    let (events_tx, events_rx) = mpsc::channel(4096);
+    let (cmd_tx, commands) = mpsc::channel(64);
+    let engine = Engine {
+        wg,
+        stack,
+        udp: Arc::new(udp),
+        listen_addr,
+        events_tx,
+        events_rx,
+        commands,
+        rules: RuleTable::default(),
+        tcp_flows: HashMap::new(),
+        egress_udp: HashMap::new(),
+        egress_udp_index: HashMap::new(),
+        ingress_udp: HashMap::new(),
+        ingress_udp_index: HashMap::new(),
+        next_flow: 1,
+        tunables: cfg.tunables,
+        addresses: cfg.network.addresses.clone(),
+        counters: Counters::default(),
+        cancel: cancel.clone(),
+    };
+    info!(public_key = %engine.wg.public_key(), %listen_addr, "WireGuard listening");
+    let task = tokio::spawn(engine.run());
+    Ok((
+        EngineHandle {
+            commands: cmd_tx,
+            cancel,
+        },
+        task,
+        listen_addr,
+    ))
+}
+
+impl Engine {
+    async fn run(mut self) {
+        let mut buf = vec![0u8; 65536];
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_sweep = Instant::now();
+        loop {
+            let delay = self
+                .stack
+                .poll_delay()
+                .unwrap_or(Duration::from_secs(1))
+                .min(Duration::from_secs(1));
+            tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                r = self.udp.recv_from(&mut buf) => {
+                    if let Ok((n, from)) = r {
+                        self.on_datagram(from, &buf[..n]);
+                    }
+                }
+                ev = self.events_rx.recv() => match ev {
+                    Some(ev) => self.on_event(ev),
+                    None => break,
+                },
+                cmd = self.commands.recv() => match cmd {
+                    Some(cmd) => self.on_command(cmd),
+                    // Every handle is gone: nobody can stop us any more, so stop now.
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    let mut io = Io { udp: &self.udp, device: &mut self.stack.device, dropped: &mut self.counters.udp_send_dropped };
+                    self.wg.tick(&mut io);
+                    if last_sweep.elapsed() >= Duration::from_secs(1) {
+                        last_sweep = Instant::now();
+                        self.sweep_udp();
+                    }
+                }
+                _ = tokio::time::sleep(delay) => {}
+            }
+            self.drain_inputs(&mut buf);
+            self.pump();
+        }
+        self.shutdown();
+    }
+
+    /// Takes whatever else is ready without waiting, so one poll serves a batch.
+    fn drain_inputs(&mut self, buf: &mut [u8]) {
+        for _ in 0..INPUT_BATCH {
+            match self.udp.try_recv_from(buf) {
+                Ok((n, from)) => self.on_datagram(from, &buf[..n]),
+                Err(_) => break,
+            }
+        }
+        for _ in 0..INPUT_BATCH {
+            match self.events_rx.try_recv() {
+                Ok(ev) => self.on_event(ev),
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn on_datagram(&mut self, from: SocketAddr, data: &[u8]) {
+        let mut io = Io {
+            udp: &self.udp,
+            device: &mut self.stack.device,
+            dropped: &mut self.counters.udp_send_dropped,
+        };
+        self.wg.handle_datagram(from, data, &mut io);
+    }
+
+    /// Polls smoltcp and services flows until nothing moves (bounded).
+    fn pump(&mut self) {
+        for _ in 0..PUMP_ROUNDS {
+            let changed = self.stack.poll();
+            self.refill_listeners();
+            let progress = self.service_tcp() | self.service_udp();
+            self.flush_tx();
+            if !changed && !progress && self.stack.device.rx.is_empty() {
+                break;
+            }
+        }
+        self.flush_tx();
+    }
+
+    /// Encrypts and sends every packet smoltcp produced.
+    fn flush_tx(&mut self) {
+        let mut tx = std::mem::take(&mut self.stack.device.tx);
+        for pkt in tx.drain(..) {
+            let mut io = Io {
+                udp: &self.udp,
+                device: &mut self.stack.device,
+                dropped: &mut self.counters.udp_send_dropped,
+            };
+            self.wg.send_packet(&pkt, &mut io);
+            self.stack.device.recycle(pkt);
+        }
+        // Keep the queue's allocation.
+        if self.stack.device.tx.is_empty() {
+            self.stack.device.tx = tx;
+        }
+    }
+
+    fn flow_id(&mut self) -> FlowId {
+        let id = self.next_flow;
+        self.next_flow += 1;
+        id
+    }
+
+    // ---- TCP ----
+
+    /// Keeps `LISTEN_BACKLOG` listening sockets per ingress TCP port; sockets that left
+    /// LISTEN become flows that dial the rule's destination.
+    fn refill_listeners(&mut self) {
+        let mut new_flows = Vec::new();
+        for (&(dir, proto, port), service) in self.rules.services.iter_mut() {
+            if dir != Direction::Ingress || proto != Protocol::Tcp {
+                continue;
+            }
+            let Listener::IngressTcp(handles) = &mut service.listener else {
+                continue;
+            };
+            let mut accepted = Vec::new();
+            let mut i = 0;
+            while i < handles.len() {
+                let s = self.stack.sockets.get::<tcp::Socket>(handles[i]);
+                if s.state() == tcp::State::Listen {
+                    i += 1;
+                } else {
+                    accepted.push(handles.swap_remove(i));
+                }
+            }
+            while handles.len() < LISTEN_BACKLOG {
+                let h = self.stack.new_tcp_socket();
+                let s = self.stack.sockets.get_mut::<tcp::Socket>(h);
+                if s.listen(IpListenEndpoint { addr: None, port }).is_err() {
+                    self.stack.sockets.remove(h);
+                    break;
+                }
+                handles.push(h);
+            }
+            for h in accepted {
+                match service.pick() {
+                    Some(dest) => new_flows.push((h, dest, port)),
+                    None => {
+                        self.stack.sockets.remove(h);
+                    }
+                }
+            }
+        }
+        for (h, dest, port) in new_flows {
+            let id = self.flow_id();
+            let remote = self.stack.sockets.get::<tcp::Socket>(h).remote_endpoint();
+            debug!(flow = id, port, ?remote, %dest, "ingress tcp flow");
+            self.tcp_flows.insert(id, TcpFlow::new(h, None, dest));
+            host::spawn_ingress_dial(dest, id, self.tunables.connect_timeout, self.events_tx.clone());
+        }
+    }
+
+    fn service_tcp(&mut self) -> bool {
+        let mut progress = false;
+        let mut done = Vec::new();
+        for (&id, flow) in self.tcp_flows.iter_mut() {
+            let socket = self.stack.sockets.get_mut::<tcp::Socket>(flow.handle);
+            let (moved, state) = flow.service(socket);
+            progress |= moved;
+            if state == FlowState::Done {
+                done.push(id);
+            }
+        }
+        for id in done {
+            if let Some(flow) = self.tcp_flows.remove(&id) {
+                self.stack.sockets.remove(flow.handle);
+                if let Some((addr, port)) = flow.local {
+                    self.stack.ports.release(addr, port);
+                }
+                debug!(flow = id, dest = %flow.dest, "tcp flow closed");
+            }
+        }
+        progress
+    }
+
+    fn start_egress_tcp(&mut self, port: u16, stream: tokio::net::TcpStream, client: SocketAddr) {
+        let Some(dest) = self
+            .rules
+            .services
+            .get_mut(&(Direction::Egress, Protocol::Tcp, port))
+            .and_then(|s| s.pick())
+        else {
+            return; // Rule removed meanwhile: dropping the stream closes it.
+        };
+        let reset = |stream: tokio::net::TcpStream| {
+            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+        };
+        if self.wg.route(dest.ip()).is_none() {
+            self.counters.egress_no_route += 1;
+            warn!(%client, %dest, "no peer's AllowedIPs cover the destination; refusing");
+            return reset(stream);
+        }
+        let Some(src) = self.stack.source_for(dest.ip()) else {
+            self.counters.egress_no_route += 1;
+            warn!(%client, %dest, "no tunnel address of the destination's family; refusing");
+            return reset(stream);
+        };
+        let Some(sport) = self.stack.ports.allocate(src) else {
+            self.counters.ports_exhausted += 1;
+            warn!(%client, %dest, "no free tunnel source port; refusing");
+            return reset(stream);
+        };
+        let h = self.stack.new_tcp_socket();
+        let socket = self.stack.sockets.get_mut::<tcp::Socket>(h);
+        socket.set_timeout(Some(smoltcp::time::Duration::from_micros(
+            self.tunables.connect_timeout.as_micros() as u64,
+        )));
+        if let Err(e) = socket.connect(self.stack.iface.context(), dest, (src, sport)) {
+            warn!(%dest, "connect: {e}");
+            self.stack.sockets.remove(h);
+            self.stack.ports.release(src, sport);
+            return reset(stream);
+        }
+        let id = self.flow_id();
+        debug!(flow = id, %client, %dest, "egress tcp flow");
+        let mut flow = TcpFlow::new(h, Some((src, sport)), dest);
+        let (rx, credits, shared) = flow.attach_host();
+        host::spawn_tcp_io(stream, id, self.events_tx.clone(), rx, credits, shared);
+        self.tcp_flows.insert(id, flow);
+    }
+
+    // ---- UDP ----
+
+    fn start_or_find_egress_udp(&mut self, port: u16, client: SocketAddr) -> Option<FlowId> {
+        if let Some(&id) = self.egress_udp_index.get(&(port, client)) {
+            return Some(id);
+        }
+        let service = self
+            .rules
+            .services
+            .get_mut(&(Direction::Egress, Protocol::Udp, port))?;
+        let Listener::EgressUdp(host, _) = &service.listener else {
+            return None;
+        };
+        let host = host.clone();
+        let dest = service.pick()?;
+        if self.wg.route(dest.ip()).is_none() {
+            self.counters.egress_no_route += 1;
+            return None;
+        }
+        let src = self.stack.source_for(dest.ip())?;
+        let sport = self.stack.ports.allocate(src)?;
+        let h = self.stack.new_udp_socket();
+        if self
+            .stack
+            .sockets
+            .get_mut::<sudp::Socket>(h)
+            .bind(IpListenEndpoint {
+                addr: Some(src.into()),
+                port: sport,
+            })
+            .is_err()
+        {
+            self.stack.sockets.remove(h);
+            self.stack.ports.release(src, sport);
+            return None;
+        }
+        let id = self.flow_id();
+        debug!(flow = id, %client, %dest, "egress udp flow");
+        self.egress_udp.insert(
+            id,
+            EgressUdpFlow {
+                handle: h,
+                local: (src, sport),
+                client,
+                host,
+                dest,
+                last_active: Instant::now(),
+            },
+        );
+        self.egress_udp_index.insert((port, client), id);
+        Some(id)
+    }
+
+    fn egress_udp_datagram(&mut self, port: u16, client: SocketAddr, data: Bytes) {
+        let Some(id) = self.start_or_find_egress_udp(port, client) else {
+            return;
+        };
+        let Some(flow) = self.egress_udp.get_mut(&id) else {
+            return;
+        };
+        if data.len() > udp::max_payload(self.tunables.mtu, flow.dest.ip()) {
+            self.counters.oversize_datagrams += 1;
+            debug!(flow = id, len = data.len(), "datagram larger than the tunnel MTU; dropped");
+            return;
+        }
+        flow.last_active = Instant::now();
+        let s = self.stack.sockets.get_mut::<sudp::Socket>(flow.handle);
+        let ep: IpEndpoint = flow.dest.into();
+        if s.send_slice(&data, ep).is_err() {
+            self.counters.udp_send_dropped += 1;
+        }
+    }
+
+    fn ingress_udp_reply(&mut self, id: FlowId, data: Bytes) {
+        let Some(flow) = self.ingress_udp.get_mut(&id) else {
+            return;
+        };
+        let Some(service) = self
+            .rules
+            .services
+            .get(&(Direction::Ingress, Protocol::Udp, flow.port))
+        else {
+            return;
+        };
+        let Listener::IngressUdp(h) = service.listener else {
+            return;
+        };
+        if data.len() > udp::max_payload(self.tunables.mtu, flow.remote.addr.into()) {
+            self.counters.oversize_datagrams += 1;
+            return;
+        }
+        flow.last_active = Instant::now();
+        let meta = sudp::UdpMetadata {
+            endpoint: flow.remote,
+            local_address: flow.local_addr,
+            meta: Default::default(),
+        };
+        if self
+            .stack
+            .sockets
+            .get_mut::<sudp::Socket>(h)
+            .send_slice(&data, meta)
+            .is_err()
+        {
+            self.counters.udp_send_dropped += 1;
+        }
+    }
+
+    fn service_udp(&mut self) -> bool {
+        let mut progress = false;
+        // Egress replies: tunnel → host client.
+        for flow in self.egress_udp.values_mut() {
+            let s = self.stack.sockets.get_mut::<sudp::Socket>(flow.handle);
+            while let Ok((data, meta)) = s.recv() {
+                progress = true;
+                if SocketAddr::from((IpAddr::from(meta.endpoint.addr), meta.endpoint.port))
+                    != flow.dest
+                {
+                    continue;
+                }
+                flow.last_active = Instant::now();
+                if flow.host.try_send_to(data, flow.client).is_err() {
+                    self.counters.udp_send_dropped += 1;
+                }
+            }
+        }
+        // Ingress datagrams: tunnel client → host destination.
+        let ports: Vec<(u16, SocketHandle)> = self
+            .rules
+            .services
+            .iter()
+            .filter_map(|(&(_, _, port), s)| match s.listener {
+                Listener::IngressUdp(h) => Some((port, h)),
+                _ => None,
+            })
+            .collect();
+        for (port, h) in ports {
+            loop {
+                let s = self.stack.sockets.get_mut::<sudp::Socket>(h);
+                let Ok((data, meta)) = s.recv() else { break };
+                progress = true;
+                let data = Bytes::copy_from_slice(data);
+                let id = match self.ingress_udp_index.get(&(port, meta.endpoint)) {
+                    Some(&id) => id,
+                    None => match self.start_ingress_udp(port, meta.endpoint, meta.local_address) {
+                        Some(id) => id,
+                        None => continue,
+                    },
+                };
+                if let Some(flow) = self.ingress_udp.get_mut(&id) {
+                    flow.last_active = Instant::now();
+                    if flow.host.try_send(&data).is_err() {
+                        self.counters.udp_send_dropped += 1;
+                    }
+                }
+            }
+        }
+        progress
+    }
+
+    fn start_ingress_udp(
+        &mut self,
+        port: u16,
+        remote: IpEndpoint,
+        local_addr: Option<smoltcp::wire::IpAddress>,
+    ) -> Option<FlowId> {
+        let dest = self
+            .rules
+            .services
+            .get_mut(&(Direction::Ingress, Protocol::Udp, port))?
+            .pick()?;
+        let host = match udp::connect_host(dest) {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                warn!(%dest, "cannot open udp socket to destination: {e}");
+                return None;
+            }
+        };
+        let id = self.flow_id();
+        debug!(flow = id, ?remote, %dest, "ingress udp flow");
+        let reader = host::spawn_udp_reply_reader(host.clone(), id, self.events_tx.clone());
+        self.ingress_udp.insert(
+            id,
+            IngressUdpFlow {
+                port,
+                remote,
+                local_addr,
+                host,
+                reader,
+                last_active: Instant::now(),
+            },
+        );
+        self.ingress_udp_index.insert((port, remote), id);
+        Some(id)
+    }
+
+    fn sweep_udp(&mut self) {
+        let idle = self.tunables.udp_idle_timeout;
+        let expired: Vec<FlowId> = self
+            .egress_udp
+            .iter()
+            .filter(|(_, f)| f.last_active.elapsed() >= idle)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in expired {
+            self.close_egress_udp(id);
+        }
+        let expired: Vec<FlowId> = self
+            .ingress_udp
+            .iter()
+            .filter(|(_, f)| f.last_active.elapsed() >= idle)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in expired {
+            self.close_ingress_udp(id);
+        }
+    }
+
+    fn close_egress_udp(&mut self, id: FlowId) {
+        if let Some(f) = self.egress_udp.remove(&id) {
+            self.egress_udp_index.retain(|_, v| *v != id);
+            self.stack.sockets.remove(f.handle);
+            self.stack.ports.release(f.local.0, f.local.1);
+            debug!(flow = id, "udp flow closed");
+        }
+    }
+
+    fn close_ingress_udp(&mut self, id: FlowId) {
+        if let Some(f) = self.ingress_udp.remove(&id) {
+            self.ingress_udp_index.remove(&(f.port, f.remote));
+            f.reader.abort();
+            debug!(flow = id, "udp flow closed");
+        }
+    }
+
+    // ---- events and commands ----
+
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::EgressTcp {
+                port,
+                stream,
+                client,
+            } => self.start_egress_tcp(port, stream, client),
+            Event::EgressUdp { port, client, data } => self.egress_udp_datagram(port, client, data),
+            Event::HostData { flow, data } => {
+                if let Some(f) = self.tcp_flows.get_mut(&flow) {
+                    f.host_data(data);
+                }
+            }
+            Event::HostEof { flow } => {
+                if let Some(f) = self.tcp_flows.get_mut(&flow) {
+                    f.host_eof();
+                }
+            }
+            Event::HostReset { flow } => {
+                if let Some(f) = self.tcp_flows.get_mut(&flow) {
+                    f.abort(self.stack.sockets.get_mut::<tcp::Socket>(f.handle));
+                }
+            }
+            // Servicing the flow in the next pump moves the data.
+            Event::HostRoom { flow } => tracing::trace!(flow, "host writer has room"),
+            Event::IngressConnected { flow, stream } => {
+                if let Some(f) = self.tcp_flows.get_mut(&flow) {
+                    let (rx, credits, shared) = f.attach_host();
+                    host::spawn_tcp_io(stream, flow, self.events_tx.clone(), rx, credits, shared);
+                }
+            }
+            Event::IngressFailed { flow, error } => {
+                if let Some(f) = self.tcp_flows.get_mut(&flow) {
+                    self.counters.ingress_dial_failed += 1;
+                    warn!(flow, dest = %f.dest, "ingress destination unreachable: {error}");
+                    f.abort(self.stack.sockets.get_mut::<tcp::Socket>(f.handle));
+                }
+            }
+            Event::UdpReply { flow, data } => self.ingress_udp_reply(flow, data),
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::AddRule(rule, reply) => {
+                let _ = reply.send(self.add_rule(rule));
+            }
+            Command::RemoveRule(rule, reply) => {
+                let _ = reply.send(self.remove_rule(rule));
+            }
+            Command::AddPeer(peer, endpoint, reply) => {
+                let r = self.wg.add_peer(&peer, endpoint).map_err(EngineError::from);
+                if r.is_ok() {
+                    info!(peer = %peer.public_key, "peer added");
+                }
+                let _ = reply.send(r);
+            }
+            Command::RemovePeer(key, reply) => {
+                let r = if self.wg.remove_peer(&key) {
+                    info!(peer = %key, "peer removed");
+                    Ok(())
+                } else {
+                    Err(EngineError::UnknownPeer(key))
+                };
+                let _ = reply.send(r);
+            }
+            Command::Status(reply) => {
+                let _ = reply.send(Ok(self.status()));
+            }
+        }
+    }
+
+    fn add_rule(&mut self, rule: ProxyRule) -> Result<(), EngineError> {
+        if self.rules.contains(&rule) {
+            return Err(EngineError::DuplicateRule(rule));
+        }
+        let dest_ip = rule.rule.destination.ip();
+        if rule.direction == Direction::Egress && self.stack.source_for(dest_ip).is_none() {
+            return Err(EngineError::InvalidRule {
+                rule,
+                reason: format!(
+                    "the node has no {} tunnel address to reach {dest_ip}",
+                    if dest_ip.is_ipv4() { "IPv4" } else { "IPv6" }
+                ),
+            });
+        }
+        if self.rules.join(&rule) {
+            info!(%rule, "rule added to existing listener");
+            return Ok(());
+        }
+        let port = rule.rule.port;
+        let unavailable = |e: std::io::Error| EngineError::PortUnavailable {
+            rule,
+            port,
+            reason: if e.kind() == std::io::ErrorKind::AddrInUse {
+                "is already in use".to_string()
+            } else {
+                format!("cannot be bound: {e}")
+            },
+        };
+        let listener = match (rule.direction, rule.rule.protocol) {
+            (Direction::Egress, Protocol::Tcp) => {
+                let l = host::bind_tcp(port).map_err(unavailable)?;
+                Listener::EgressTcp(host::spawn_tcp_listener(l, port, self.events_tx.clone()))
+            }
+            (Direction::Egress, Protocol::Udp) => {
+                let s = Arc::new(host::bind_udp(port).map_err(unavailable)?);
+                let task = host::spawn_udp_listener(s.clone(), port, self.events_tx.clone());
+                Listener::EgressUdp(s, task)
+            }
+            (Direction::Ingress, Protocol::Tcp) => {
+                self.stack.ports.reserve(port);
+                Listener::IngressTcp(Vec::new())
+            }
+            (Direction::Ingress, Protocol::Udp) => {
+                self.stack.ports.reserve(port);
+                let h = self.stack.new_udp_socket();
+                let bound = self
+                    .stack
+                    .sockets
+                    .get_mut::<sudp::Socket>(h)
+                    .bind(IpListenEndpoint { addr: None, port });
+                if bound.is_err() {
+                    self.stack.sockets.remove(h);
+                    return Err(unavailable(std::io::ErrorKind::AddrInUse.into()));
+                }
+                Listener::IngressUdp(h)
+            }
+        };
+        self.rules.create(&rule, listener);
+        // Ingress listeners exist once the next refill runs; run it now so the port works
+        // when the caller hears back.
+        self.refill_listeners();
+        info!(%rule, "rule started");
+        Ok(())
+    }
+
+    fn remove_rule(&mut self, rule: ProxyRule) -> Result<(), EngineError> {
+        let Some(listener) = self.rules.remove(&rule) else {
+            return Err(EngineError::UnknownRule(rule));
+        };
+        info!(%rule, "rule removed; live connections drain");
+        match listener {
+            None => {}
+            Some(Listener::EgressTcp(task)) => task.abort(),
+            Some(Listener::EgressUdp(_, task)) => {
+                task.abort();
+                let port = rule.rule.port;
+                let ids: Vec<FlowId> = self
+                    .egress_udp_index
+                    .iter()
+                    .filter(|((p, _), _)| *p == port)
+                    .map(|(_, &id)| id)
+                    .collect();
+                for id in ids {
+                    self.close_egress_udp(id);
+                }
+            }
+            Some(Listener::IngressTcp(handles)) => {
+                self.stack.ports.unreserve(rule.rule.port);
+                for h in handles {
+                    self.stack.sockets.remove(h);
+                }
+            }
+            Some(Listener::IngressUdp(h)) => {
+                self.stack.ports.unreserve(rule.rule.port);
+                self.stack.sockets.remove(h);
+                let port = rule.rule.port;
+                let ids: Vec<FlowId> = self
+                    .ingress_udp
+                    .iter()
+                    .filter(|(_, f)| f.port == port)
+                    .map(|(&id, _)| id)
+                    .collect();
+                for id in ids {
+                    self.close_ingress_udp(id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn status(&self) -> EngineStatus {
+        let c = &self.wg.counters;
+        EngineStatus {
+            public_key: self.wg.public_key(),
+            listen_addr: self.listen_addr,
+            addresses: self.addresses.clone(),
+            rules: self.rules.list(),
+            peers: self
+                .wg
+                .peers()
+                .map(|p| {
+                    let (tx, rx) = p.traffic();
+                    PeerStatus {
+                        public_key: p.public_key,
+                        endpoint: p.endpoint,
+                        allowed_ips: p.allowed_ips.clone(),
+                        since_handshake: p.since_handshake(),
+                        tx_bytes: tx as u64,
+                        rx_bytes: rx as u64,
+                        persistent_keepalive: p.persistent_keepalive,
+                    }
+                })
+                .collect(),
+            tcp_flows: self.tcp_flows.len(),
+            udp_flows: self.egress_udp.len() + self.ingress_udp.len(),
+            counters: vec![
+                ("invalid_datagrams", c.invalid_datagrams),
+                ("unknown_peer", c.unknown_peer),
+                ("spoofed_source", c.spoofed_source),
+                ("no_route", c.no_route),
+                ("no_endpoint", c.no_endpoint),
+                ("udp_send_dropped", self.counters.udp_send_dropped),
+                ("oversize_datagrams", self.counters.oversize_datagrams),
+                ("egress_no_route", self.counters.egress_no_route),
+                ("ingress_dial_failed", self.counters.ingress_dial_failed),
+                ("ports_exhausted", self.counters.ports_exhausted),
+            ],
+        }
+    }
+
+    fn shutdown(&mut self) {
+        for service in self.rules.services.values() {
+            match &service.listener {
+                Listener::EgressTcp(t) | Listener::EgressUdp(_, t) => t.abort(),
+                _ => {}
+            }
+        }
+        for f in self.ingress_udp.values() {
+            f.reader.abort();
+        }
+        info!("engine stopped");
+    }
+}

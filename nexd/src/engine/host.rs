@@ -1,0 +1,281 @@
+//! Host-side tasks: listeners on host ports and per-connection socket I/O.
+//!
+//! They never touch engine state; they send [`Event`]s and receive data on bounded channels.
+
+use bytes::{Bytes, BytesMut};
+use socket2::{Domain, Protocol as SockProto, SockRef, Socket, Type};
+use std::net::{Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::AbortHandle;
+
+/// Identifies a flow inside the engine.
+pub type FlowId = u64;
+
+/// Largest chunk moved in one message; also the host read size.
+pub const CHUNK: usize = 64 * 1024;
+/// Chunks a host reader may have in flight to the engine per flow (bounded buffering).
+pub const HOST_CREDITS: usize = 4;
+/// Chunks queued from the engine to a host writer per flow.
+pub const TO_HOST_DEPTH: usize = 4;
+
+/// What host-side tasks tell the engine.
+pub enum Event {
+    /// A client connected to an egress TCP port.
+    EgressTcp {
+        port: u16,
+        stream: TcpStream,
+        client: SocketAddr,
+    },
+    /// A datagram arrived on an egress UDP port.
+    EgressUdp {
+        port: u16,
+        client: SocketAddr,
+        data: Bytes,
+    },
+    /// Bytes read from a flow's host socket.
+    HostData { flow: FlowId, data: Bytes },
+    /// The host side finished writing (FIN).
+    HostEof { flow: FlowId },
+    /// The host side failed or reset; abort the flow.
+    HostReset { flow: FlowId },
+    /// The host writer drained a queue the engine found full.
+    HostRoom { flow: FlowId },
+    /// An ingress flow's connection to its local destination is up.
+    IngressConnected { flow: FlowId, stream: TcpStream },
+    /// An ingress flow's connection to its local destination failed.
+    IngressFailed { flow: FlowId, error: String },
+    /// A reply datagram from an ingress UDP flow's destination.
+    UdpReply { flow: FlowId, data: Bytes },
+}
+
+/// State shared between a TCP flow in the engine and its host writer.
+#[derive(Default)]
+pub struct FlowShared {
+    /// The engine found the to-host queue full and stopped reading from smoltcp.
+    pub blocked: AtomicBool,
+    /// The remote side finished cleanly: shut down the host write side instead of resetting.
+    pub graceful: AtomicBool,
+}
+
+fn dual_stack_socket(port: u16, ty: Type, proto: SockProto) -> std::io::Result<Socket> {
+    // One IPv6 socket with V6ONLY off serves IPv4 and IPv6; fall back to IPv4 where IPv6 is off.
+    let v6 = Socket::new(Domain::IPV6, ty, Some(proto)).and_then(|s| {
+        s.set_only_v6(false)?;
+        Ok(s)
+    });
+    let (sock, addr): (Socket, SocketAddr) = match v6 {
+        Ok(s) => (s, SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))),
+        Err(_) => (
+            Socket::new(Domain::IPV4, ty, Some(proto))?,
+            SocketAddr::from(([0, 0, 0, 0], port)),
+        ),
+    };
+    if ty == Type::STREAM {
+        sock.set_reuse_address(true)?;
+    }
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    Ok(sock)
+}
+
+/// Binds a TCP listener on all interfaces, IPv4 and IPv6.
+pub fn bind_tcp(port: u16) -> std::io::Result<TcpListener> {
+    let sock = dual_stack_socket(port, Type::STREAM, SockProto::TCP)?;
+    sock.listen(1024)?;
+    TcpListener::from_std(sock.into())
+}
+
+/// Binds a UDP socket on all interfaces, IPv4 and IPv6, with large buffers.
+pub fn bind_udp(port: u16) -> std::io::Result<UdpSocket> {
+    let sock = dual_stack_socket(port, Type::DGRAM, SockProto::UDP)?;
+    raise_buffers(&sock);
+    UdpSocket::from_std(sock.into())
+}
+
+/// Raises socket buffers; the defaults drop packets under load. Best effort.
+pub fn raise_buffers(sock: &Socket) {
+    const SIZE: usize = 8 * 1024 * 1024;
+    let _ = sock.set_recv_buffer_size(SIZE);
+    let _ = sock.set_send_buffer_size(SIZE);
+}
+
+/// Accepts egress connections and hands them to the engine.
+pub fn spawn_tcp_listener(
+    listener: TcpListener,
+    port: u16,
+    events: mpsc::Sender<Event>,
+) -> AbortHandle {
+    tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, client)) => {
+                    let _ = stream.set_nodelay(true);
+                    if events
+                        .send(Event::EgressTcp {
+                            port,
+                            stream,
+                            client,
+                        })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(port, "accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    })
+    .abort_handle()
+}
+
+/// Receives egress datagrams and hands them to the engine.
+pub fn spawn_udp_listener(
+    sock: Arc<UdpSocket>,
+    port: u16,
+    events: mpsc::Sender<Event>,
+) -> AbortHandle {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            match sock.recv_from(&mut buf).await {
+                Ok((n, client)) => {
+                    let data = Bytes::copy_from_slice(&buf[..n]);
+                    if events
+                        .send(Event::EgressUdp { port, client, data })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(e) => tracing::debug!(port, "udp recv: {e}"),
+            }
+        }
+    })
+    .abort_handle()
+}
+
+/// Reads replies from an ingress UDP flow's destination.
+pub fn spawn_udp_reply_reader(
+    sock: Arc<UdpSocket>,
+    flow: FlowId,
+    events: mpsc::Sender<Event>,
+) -> AbortHandle {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            match sock.recv(&mut buf).await {
+                Ok(n) => {
+                    let data = Bytes::copy_from_slice(&buf[..n]);
+                    if events.send(Event::UdpReply { flow, data }).await.is_err() {
+                        return;
+                    }
+                }
+                // ICMP port unreachable from a connected socket; keep the flow until idle.
+                Err(e) => tracing::debug!(flow, "udp reply recv: {e}"),
+            }
+        }
+    })
+    .abort_handle()
+}
+
+/// Dials an ingress flow's local destination.
+pub fn spawn_ingress_dial(
+    dest: SocketAddr,
+    flow: FlowId,
+    timeout: Duration,
+    events: mpsc::Sender<Event>,
+) {
+    tokio::spawn(async move {
+        let ev = match tokio::time::timeout(timeout, TcpStream::connect(dest)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                Event::IngressConnected { flow, stream }
+            }
+            Ok(Err(e)) => Event::IngressFailed {
+                flow,
+                error: e.to_string(),
+            },
+            Err(_) => Event::IngressFailed {
+                flow,
+                error: format!("timed out after {timeout:?}"),
+            },
+        };
+        let _ = events.send(ev).await;
+    });
+}
+
+/// Moves bytes between a host TCP connection and the engine, in both directions.
+///
+/// Reading takes a credit per chunk (the engine returns it once smoltcp has taken the
+/// bytes), so at most `HOST_CREDITS` chunks per flow wait in memory.
+pub fn spawn_tcp_io(
+    stream: TcpStream,
+    flow: FlowId,
+    events: mpsc::Sender<Event>,
+    mut from_engine: mpsc::Receiver<Bytes>,
+    credits: Arc<Semaphore>,
+    shared: Arc<FlowShared>,
+) {
+    let (mut rd, mut wr) = stream.into_split();
+    let reader_events = events.clone();
+    let reader = tokio::spawn(async move {
+        loop {
+            let Ok(permit) = credits.acquire().await else {
+                return;
+            };
+            let mut buf = BytesMut::with_capacity(CHUNK);
+            let ev = match rd.read_buf(&mut buf).await {
+                Ok(0) => Event::HostEof { flow },
+                Ok(_) => {
+                    permit.forget();
+                    Event::HostData {
+                        flow,
+                        data: buf.freeze(),
+                    }
+                }
+                Err(_) => Event::HostReset { flow },
+            };
+            let done = !matches!(ev, Event::HostData { .. });
+            if reader_events.send(ev).await.is_err() || done {
+                return;
+            }
+        }
+    });
+    let reader_abort = reader.abort_handle();
+    tokio::spawn(async move {
+        while let Some(chunk) = from_engine.recv().await {
+            if wr.write_all(&chunk).await.is_err() {
+                let _ = events.send(Event::HostReset { flow }).await;
+                reader_abort.abort();
+                return;
+            }
+            if shared.blocked.swap(false, Ordering::SeqCst)
+                && events.send(Event::HostRoom { flow }).await.is_err()
+            {
+                return;
+            }
+        }
+        // The engine dropped its sender: either the remote side finished (FIN) or the flow
+        // was reset.
+        if shared.graceful.load(Ordering::SeqCst) {
+            let _ = wr.shutdown().await;
+        } else {
+            // SO_LINGER 0 turns the close into a RST, as a reset deserves.
+            let _ = SockRef::from(wr.as_ref()).set_linger(Some(Duration::ZERO));
+            reader_abort.abort();
+            // Dropping the half normally would send FIN first; forget it so close() resets.
+            wr.forget();
+        }
+    });
+}

@@ -1,0 +1,209 @@
+//! The data path: one task owns the WireGuard peers, the smoltcp stack and every flow.
+//!
+//! Host-side tasks (listeners, per-connection I/O) talk to it through one bounded event
+//! channel; the control plane talks to it through [`EngineHandle`] commands with oneshot
+//! replies. Nothing on the hot path takes a lock.
+
+pub mod device;
+mod event_loop;
+mod host;
+mod rules;
+pub mod stack;
+mod tcp;
+mod udp;
+pub mod wg;
+
+#[cfg(test)]
+mod core_tests;
+
+use nexd_common::{Key, NetworkConfig, PeerConfig, ProxyRule};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+pub use event_loop::start;
+
+/// Tunables with their defaults.
+#[derive(Debug, Clone)]
+pub struct Tunables {
+    /// Tunnel MTU.
+    pub mtu: usize,
+    /// UDP flows without traffic for this long are closed.
+    pub udp_idle_timeout: Duration,
+    /// Give up connecting to a destination after this long.
+    pub connect_timeout: Duration,
+}
+
+impl Default for Tunables {
+    fn default() -> Self {
+        Tunables {
+            mtu: 1420,
+            udp_idle_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Everything the engine needs to start.
+pub struct EngineConfig {
+    /// Identity, addresses and peers.
+    pub network: NetworkConfig,
+    /// Peer endpoints, resolved, in the same order as `network.peers`.
+    pub endpoints: Vec<Option<SocketAddr>>,
+    /// Tunables.
+    pub tunables: Tunables,
+}
+
+/// Errors the engine reports for commands.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The rule is already active.
+    #[error("rule already exists: {0}")]
+    DuplicateRule(ProxyRule),
+    /// The rule is not active.
+    #[error("no such rule: {0}")]
+    UnknownRule(ProxyRule),
+    /// The host port of an egress rule could not be bound.
+    #[error("cannot listen for {rule}: port {port} {reason}")]
+    PortUnavailable {
+        /// The rule.
+        rule: ProxyRule,
+        /// The port.
+        port: u16,
+        /// Why, in words.
+        reason: String,
+    },
+    /// A rule conflicts with the node's configuration.
+    #[error("invalid rule {rule}: {reason}")]
+    InvalidRule {
+        /// The rule.
+        rule: ProxyRule,
+        /// Why.
+        reason: String,
+    },
+    /// Peer errors.
+    #[error(transparent)]
+    Peer(#[from] wg::PeerError),
+    /// The peer is not configured.
+    #[error("no such peer: {0}")]
+    UnknownPeer(Key),
+    /// The WireGuard socket could not be opened.
+    #[error("cannot open WireGuard UDP port {port}: {source}")]
+    WireGuardSocket {
+        /// The port asked for (0 = any).
+        port: u16,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The engine has stopped.
+    #[error("the engine has stopped")]
+    Stopped,
+}
+
+/// A snapshot of one peer for status output.
+#[derive(Debug, Clone)]
+pub struct PeerStatus {
+    /// Public key.
+    pub public_key: Key,
+    /// Current endpoint.
+    pub endpoint: Option<SocketAddr>,
+    /// AllowedIPs.
+    pub allowed_ips: Vec<ipnet::IpNet>,
+    /// Time since the last handshake.
+    pub since_handshake: Option<Duration>,
+    /// Bytes sent to the peer.
+    pub tx_bytes: u64,
+    /// Bytes received from the peer.
+    pub rx_bytes: u64,
+    /// Keepalive interval.
+    pub persistent_keepalive: Option<u16>,
+}
+
+/// A snapshot of the engine for status output.
+#[derive(Debug, Clone)]
+pub struct EngineStatus {
+    /// The node's public key.
+    pub public_key: Key,
+    /// The bound WireGuard UDP address.
+    pub listen_addr: SocketAddr,
+    /// Tunnel addresses.
+    pub addresses: Vec<ipnet::IpNet>,
+    /// Active rules.
+    pub rules: Vec<ProxyRule>,
+    /// Peers.
+    pub peers: Vec<PeerStatus>,
+    /// Open TCP flows.
+    pub tcp_flows: usize,
+    /// Open UDP flows.
+    pub udp_flows: usize,
+    /// Drop counters, by reason.
+    pub counters: Vec<(&'static str, u64)>,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
+
+/// Requests from the control plane.
+pub enum Command {
+    /// Start a rule; replies once its listener is up.
+    AddRule(ProxyRule, Reply<()>),
+    /// Stop a rule's listener; live flows drain.
+    RemoveRule(ProxyRule, Reply<()>),
+    /// Add a peer.
+    AddPeer(PeerConfig, Option<SocketAddr>, Reply<()>),
+    /// Remove a peer.
+    RemovePeer(Key, Reply<()>),
+    /// Status snapshot.
+    Status(Reply<EngineStatus>),
+}
+
+/// The control plane's handle on a running engine.
+#[derive(Clone)]
+pub struct EngineHandle {
+    commands: mpsc::Sender<Command>,
+    /// Cancelling this stops the engine.
+    pub cancel: CancellationToken,
+}
+
+impl EngineHandle {
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Command,
+    ) -> Result<T, EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| EngineError::Stopped)?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Starts a rule. Returns once the listener accepts connections.
+    pub async fn add_rule(&self, rule: ProxyRule) -> Result<(), EngineError> {
+        self.call(|r| Command::AddRule(rule, r)).await
+    }
+
+    /// Stops a rule at once; never waits for live connections.
+    pub async fn remove_rule(&self, rule: ProxyRule) -> Result<(), EngineError> {
+        self.call(|r| Command::RemoveRule(rule, r)).await
+    }
+
+    /// Adds a peer.
+    pub async fn add_peer(
+        &self,
+        peer: PeerConfig,
+        endpoint: Option<SocketAddr>,
+    ) -> Result<(), EngineError> {
+        self.call(|r| Command::AddPeer(peer, endpoint, r)).await
+    }
+
+    /// Removes a peer.
+    pub async fn remove_peer(&self, key: Key) -> Result<(), EngineError> {
+        self.call(|r| Command::RemovePeer(key, r)).await
+    }
+
+    /// A status snapshot.
+    pub async fn status(&self) -> Result<EngineStatus, EngineError> {
+        self.call(Command::Status).await
+    }
+}

@@ -1,0 +1,175 @@
+//! The smoltcp side: interface, socket set, queue device and ephemeral ports.
+
+use super::device::QueueDevice;
+use ipnet::IpNet;
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::socket::{tcp, udp};
+use smoltcp::time::Instant as SmolInstant;
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::time::Instant;
+
+/// TCP buffer per direction per connection. It is also the receive window, so it bounds
+/// single-stream throughput at window / RTT. Pages are touched only when used, so idle
+/// connections cost little resident memory.
+pub const TCP_BUFFER: usize = 1024 * 1024;
+/// UDP socket buffers: packet slots and payload bytes.
+const UDP_SLOTS: usize = 256;
+const UDP_PAYLOAD: usize = 512 * 1024;
+
+/// Ephemeral source ports for egress flows, one range per tunnel address.
+pub struct PortAllocator {
+    in_use: HashSet<(IpAddr, u16)>,
+    /// Ports of ingress rules: never used as egress sources.
+    reserved: HashSet<u16>,
+    next: u16,
+}
+
+/// First and last ephemeral port (the Linux default range).
+const EPHEMERAL: (u16, u16) = (32768, 60999);
+
+impl PortAllocator {
+    fn new() -> Self {
+        PortAllocator {
+            in_use: HashSet::new(),
+            reserved: HashSet::new(),
+            next: EPHEMERAL.0,
+        }
+    }
+
+    /// A port not in use on `addr`. Ports go round the range so a just-freed port is reused last.
+    pub fn allocate(&mut self, addr: IpAddr) -> Option<u16> {
+        let span = (EPHEMERAL.1 - EPHEMERAL.0) as usize + 1;
+        for _ in 0..span {
+            let p = self.next;
+            self.next = if p >= EPHEMERAL.1 { EPHEMERAL.0 } else { p + 1 };
+            if !self.reserved.contains(&p) && self.in_use.insert((addr, p)) {
+                return Some(p);
+            }
+        }
+        None
+    }
+
+    /// Keeps an ingress rule's port out of the egress range.
+    pub fn reserve(&mut self, port: u16) {
+        self.reserved.insert(port);
+    }
+
+    /// Undoes [`PortAllocator::reserve`].
+    pub fn unreserve(&mut self, port: u16) {
+        self.reserved.remove(&port);
+    }
+
+    /// Releases a port once its socket is fully closed (past TIME-WAIT).
+    pub fn release(&mut self, addr: IpAddr, port: u16) {
+        self.in_use.remove(&(addr, port));
+    }
+}
+
+/// smoltcp interface, sockets and device, owned by the engine.
+pub struct NetStack {
+    /// The interface holding the node's tunnel addresses.
+    pub iface: Interface,
+    /// Every TCP and UDP socket.
+    pub sockets: SocketSet<'static>,
+    /// Packets in and out.
+    pub device: QueueDevice,
+    /// Egress source ports.
+    pub ports: PortAllocator,
+    addresses: Vec<IpNet>,
+    epoch: Instant,
+}
+
+impl NetStack {
+    /// A stack with the node's tunnel addresses.
+    pub fn new(addresses: &[IpNet], mtu: usize) -> Self {
+        let mut device = QueueDevice::new(mtu);
+        let epoch = Instant::now();
+        let mut config = Config::new(HardwareAddress::Ip);
+        config.random_seed = rand_seed();
+        let mut iface = Interface::new(config, &mut device, SmolInstant::from_micros(0));
+        iface.update_ip_addrs(|addrs| {
+            for a in addresses {
+                // Capacity is set by the smoltcp feature; extra addresses are ignored.
+                let _ = addrs.push(IpCidr::new(IpAddress::from(a.addr()), a.prefix_len()));
+            }
+        });
+        // Medium::Ip has no neighbours: every destination is reached "via" our own address,
+        // and the WireGuard layer picks the peer.
+        for a in addresses {
+            let _ = match a.addr() {
+                IpAddr::V4(v4) => iface.routes_mut().add_default_ipv4_route(v4).map(|_| ()),
+                IpAddr::V6(v6) => iface.routes_mut().add_default_ipv6_route(v6).map(|_| ()),
+            };
+        }
+        NetStack {
+            iface,
+            sockets: SocketSet::new(Vec::new()),
+            device,
+            ports: PortAllocator::new(),
+            addresses: addresses.to_vec(),
+            epoch,
+        }
+    }
+
+    /// smoltcp's clock: microseconds since the stack was created.
+    pub fn now(&self) -> SmolInstant {
+        SmolInstant::from_micros(self.epoch.elapsed().as_micros() as i64)
+    }
+
+    /// Processes queued packets and socket work. Returns whether any socket may have changed.
+    pub fn poll(&mut self) -> bool {
+        let now = self.now();
+        self.device.reset_rx_budget();
+        matches!(
+            self.iface.poll(now, &mut self.device, &mut self.sockets),
+            smoltcp::iface::PollResult::SocketStateChanged
+        )
+    }
+
+    /// How long until smoltcp next needs a poll, if it has timers pending.
+    pub fn poll_delay(&mut self) -> Option<std::time::Duration> {
+        let now = self.now();
+        self.iface
+            .poll_delay(now, &self.sockets)
+            .map(|d| std::time::Duration::from_micros(d.total_micros()))
+    }
+
+    /// The node's tunnel address of the same family as `dst`, used as the source for egress.
+    pub fn source_for(&self, dst: IpAddr) -> Option<IpAddr> {
+        self.addresses
+            .iter()
+            .map(|a| a.addr())
+            .find(|a| a.is_ipv4() == dst.is_ipv4())
+    }
+
+    /// A new TCP socket with large buffers, tuned for a proxy.
+    pub fn new_tcp_socket(&mut self) -> SocketHandle {
+        let rx = tcp::SocketBuffer::new(vec![0; TCP_BUFFER]);
+        let tx = tcp::SocketBuffer::new(vec![0; TCP_BUFFER]);
+        let mut s = tcp::Socket::new(rx, tx);
+        s.set_congestion_control(tcp::CongestionControl::Cubic);
+        // The host side already coalesces writes; Nagle here only adds latency.
+        s.set_nagle_enabled(false);
+        self.sockets.add(s)
+    }
+
+    /// A new UDP socket.
+    pub fn new_udp_socket(&mut self) -> SocketHandle {
+        let rx = udp::PacketBuffer::new(
+            vec![udp::PacketMetadata::EMPTY; UDP_SLOTS],
+            vec![0; UDP_PAYLOAD],
+        );
+        let tx = udp::PacketBuffer::new(
+            vec![udp::PacketMetadata::EMPTY; UDP_SLOTS],
+            vec![0; UDP_PAYLOAD],
+        );
+        self.sockets.add(udp::Socket::new(rx, tx))
+    }
+}
+
+fn rand_seed() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(Instant::now())
+}

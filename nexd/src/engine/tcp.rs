@@ -1,0 +1,185 @@
+//! One proxied TCP connection: a smoltcp socket on the tunnel side, a host socket on the
+//! other, and the bounded queues between them.
+
+use super::host::{FlowShared, CHUNK};
+use bytes::{Buf, Bytes};
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::tcp::{Socket, State};
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, Semaphore};
+
+/// An established connection whose sent data is not acknowledged for this long is aborted.
+const UNACKED_TIMEOUT: smoltcp::time::Duration = smoltcp::time::Duration::from_secs(120);
+
+/// A TCP flow as the engine sees it.
+pub struct TcpFlow {
+    /// The smoltcp socket.
+    pub handle: SocketHandle,
+    /// Ephemeral tunnel source (egress only), released when the socket is closed.
+    pub local: Option<(IpAddr, u16)>,
+    /// Where the flow goes (for logs).
+    pub dest: SocketAddr,
+    /// Bytes for the host writer. `None` before the host side exists (ingress dialing)
+    /// and after the remote side finished.
+    to_host: Option<mpsc::Sender<Bytes>>,
+    /// Host bytes not yet accepted by smoltcp; bounded by the reader's credits.
+    pending: VecDeque<Bytes>,
+    credits: Arc<Semaphore>,
+    shared: Arc<FlowShared>,
+    host_attached: bool,
+    host_eof: bool,
+    fin_sent: bool,
+    remote_fin: bool,
+    established: bool,
+}
+
+/// What [`TcpFlow::service`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FlowState {
+    /// Still running.
+    Open,
+    /// Socket closed and host side told; remove the flow.
+    Done,
+}
+
+impl TcpFlow {
+    /// A flow whose host side will be attached later.
+    pub fn new(handle: SocketHandle, local: Option<(IpAddr, u16)>, dest: SocketAddr) -> Self {
+        TcpFlow {
+            handle,
+            local,
+            dest,
+            to_host: None,
+            pending: VecDeque::new(),
+            credits: Arc::new(Semaphore::new(super::host::HOST_CREDITS)),
+            shared: Arc::new(FlowShared::default()),
+            host_attached: false,
+            host_eof: false,
+            fin_sent: false,
+            remote_fin: false,
+            established: false,
+        }
+    }
+
+    /// Connects the host side: returns what the host I/O task needs.
+    pub fn attach_host(&mut self) -> (mpsc::Receiver<Bytes>, Arc<Semaphore>, Arc<FlowShared>) {
+        let (tx, rx) = mpsc::channel(super::host::TO_HOST_DEPTH);
+        self.to_host = Some(tx);
+        self.host_attached = true;
+        (rx, self.credits.clone(), self.shared.clone())
+    }
+
+    /// Bytes from the host.
+    pub fn host_data(&mut self, data: Bytes) {
+        self.pending.push_back(data);
+    }
+
+    /// The host finished writing.
+    pub fn host_eof(&mut self) {
+        self.host_eof = true;
+    }
+
+    /// Aborts: RST to the tunnel side, reset to the host side.
+    pub fn abort(&mut self, socket: &mut Socket) {
+        socket.abort();
+        self.to_host = None;
+        self.pending.clear();
+        self.credits.close();
+    }
+
+    /// Moves data both ways as far as buffers allow and follows the socket's state.
+    /// Returns whether any byte moved, and the flow's state.
+    pub fn service(&mut self, socket: &mut Socket) -> (bool, FlowState) {
+        let state = socket.state();
+        if matches!(
+            state,
+            State::CloseWait | State::LastAck | State::Closing | State::TimeWait
+        ) {
+            self.remote_fin = true;
+        }
+        if !self.established && !matches!(state, State::Listen | State::SynSent | State::SynReceived)
+        {
+            self.established = true;
+            // The connect timeout is over; now only give up when sent data stays
+            // unacknowledged this long (like TCP_USER_TIMEOUT).
+            socket.set_timeout(Some(UNACKED_TIMEOUT));
+        }
+        let mut progress = false;
+
+        // Host → tunnel.
+        while let Some(front) = self.pending.front_mut() {
+            if !socket.can_send() {
+                break;
+            }
+            match socket.send_slice(front) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    progress = true;
+                    front.advance(n);
+                    if front.is_empty() {
+                        self.pending.pop_front();
+                        self.credits.add_permits(1);
+                    }
+                }
+            }
+        }
+        if self.host_eof && self.pending.is_empty() && !self.fin_sent && self.established {
+            socket.close();
+            self.fin_sent = true;
+            progress = true;
+        }
+
+        // Tunnel → host.
+        if let Some(tx) = &self.to_host {
+            while socket.can_recv() {
+                let permit = match tx.try_reserve() {
+                    Ok(p) => p,
+                    Err(TrySendError::Full(())) => {
+                        self.shared.blocked.store(true, Ordering::SeqCst);
+                        // Re-check: the writer may have drained the queue before it saw the flag.
+                        if tx.capacity() > 0 {
+                            continue;
+                        }
+                        break;
+                    }
+                    Err(TrySendError::Closed(())) => {
+                        // The host writer is gone (host reset); tell the peer.
+                        socket.abort();
+                        break;
+                    }
+                };
+                let chunk = socket.recv(|buf| {
+                    let n = buf.len().min(CHUNK);
+                    (n, Bytes::copy_from_slice(&buf[..n]))
+                });
+                match chunk {
+                    Ok(c) if !c.is_empty() => {
+                        progress = true;
+                        permit.send(c);
+                    }
+                    _ => break,
+                }
+            }
+            if self.remote_fin && socket.recv_queue() == 0 {
+                // Dropping the sender after a clean FIN makes the writer shut down its side.
+                self.shared.graceful.store(true, Ordering::SeqCst);
+                self.to_host = None;
+            }
+        }
+
+        if socket.state() == State::Closed {
+            if !self.remote_fin {
+                // Closed without the peer's FIN: a reset or a timeout. Reset the host side.
+                self.shared.graceful.store(false, Ordering::SeqCst);
+            }
+            self.to_host = None;
+            self.credits.close();
+            return (progress, FlowState::Done);
+        }
+        (progress, FlowState::Open)
+    }
+}

@@ -1,0 +1,62 @@
+//! UDP flows: one per client address, each with its own tunnel-side (egress) or host-side
+//! (ingress) socket, closed after an idle timeout.
+
+use smoltcp::iface::SocketHandle;
+use smoltcp::wire::IpEndpoint;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::UdpSocket;
+use tokio::task::AbortHandle;
+
+/// Host client → tunnel destination.
+pub struct EgressUdpFlow {
+    /// smoltcp socket bound to an ephemeral tunnel port.
+    pub handle: SocketHandle,
+    /// Tunnel source address and port.
+    pub local: (IpAddr, u16),
+    /// Host client address.
+    pub client: SocketAddr,
+    /// The service's host socket (replies go out through it).
+    pub host: Arc<UdpSocket>,
+    /// Tunnel destination.
+    pub dest: SocketAddr,
+    /// Last datagram either way.
+    pub last_active: Instant,
+}
+
+/// Tunnel client → host destination.
+pub struct IngressUdpFlow {
+    /// Service port (the smoltcp socket of the service sends replies).
+    pub port: u16,
+    /// The tunnel client.
+    pub remote: IpEndpoint,
+    /// Our tunnel address the client wrote to (replies come from it).
+    pub local_addr: Option<smoltcp::wire::IpAddress>,
+    /// Host socket connected to the destination.
+    pub host: Arc<UdpSocket>,
+    /// Reply reader task.
+    pub reader: AbortHandle,
+    /// Last datagram either way.
+    pub last_active: Instant,
+}
+
+/// Largest UDP payload that fits the tunnel MTU without fragmentation.
+pub fn max_payload(mtu: usize, dst: IpAddr) -> usize {
+    let ip_header = if dst.is_ipv4() { 20 } else { 40 };
+    mtu.saturating_sub(ip_header + 8)
+}
+
+/// Opens a host UDP socket connected to `dest`, with large buffers.
+pub fn connect_host(dest: SocketAddr) -> std::io::Result<UdpSocket> {
+    let bind: SocketAddr = if dest.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let sock = std::net::UdpSocket::bind(bind)?;
+    super::host::raise_buffers(&socket2::SockRef::from(&sock));
+    sock.connect(dest)?;
+    sock.set_nonblocking(true)?;
+    UdpSocket::from_std(sock)
+}

@@ -1,0 +1,340 @@
+//! The WireGuard device layer, sans I/O: peers, cryptokey routing, handshakes and timers.
+//!
+//! Datagrams from the network go in through [`WgDevice::handle_datagram`]; decrypted IP
+//! packets and datagrams to send come out through callbacks, so the same code runs under
+//! the engine's UDP socket and in in-memory tests.
+
+use boringtun::noise::errors::WireGuardError;
+use boringtun::noise::handshake::parse_handshake_anon;
+use boringtun::noise::rate_limiter::RateLimiter;
+use boringtun::noise::{Packet, Tunn, TunnResult};
+use boringtun::x25519::{PublicKey, StaticSecret};
+use ipnet::IpNet;
+use nexd_common::{Key, PeerConfig};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Handshakes per second accepted before peers must present cookies.
+const HANDSHAKE_RATE_LIMIT: u64 = 100;
+/// Scratch buffer size: the largest IP packet plus WireGuard overhead.
+const SCRATCH: usize = 65536 + 64;
+
+/// Why packets were dropped, for the status counters.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WgCounters {
+    /// Datagrams that were not valid WireGuard messages or failed authentication.
+    pub invalid_datagrams: u64,
+    /// Handshake initiations from keys that are not configured peers.
+    pub unknown_peer: u64,
+    /// Decrypted packets whose source is outside the sending peer's AllowedIPs.
+    pub spoofed_source: u64,
+    /// Outgoing packets whose destination no peer's AllowedIPs cover.
+    pub no_route: u64,
+    /// Outgoing packets for a peer with no known endpoint.
+    pub no_endpoint: u64,
+}
+
+/// One configured peer and its tunnel state.
+pub struct Peer {
+    /// The peer's public key.
+    pub public_key: Key,
+    tunn: Tunn,
+    /// Where to send; follows the source of the last authenticated datagram (roaming).
+    pub endpoint: Option<SocketAddr>,
+    /// Networks routed to this peer and accepted as sources from it.
+    pub allowed_ips: Vec<IpNet>,
+    /// Keepalive interval, if any.
+    pub persistent_keepalive: Option<u16>,
+    last_handshake: Option<Duration>,
+}
+
+impl Peer {
+    /// Time since the last completed handshake, if any.
+    pub fn since_handshake(&self) -> Option<Duration> {
+        self.tunn.time_since_last_handshake()
+    }
+
+    /// Bytes (sent, received) through this peer's tunnel.
+    pub fn traffic(&self) -> (usize, usize) {
+        let (_, tx, rx, _, _) = self.tunn.stats();
+        (tx, rx)
+    }
+}
+
+/// All peers of this node, with the allowed-IPs routing table.
+pub struct WgDevice {
+    private: StaticSecret,
+    public: PublicKey,
+    peers: HashMap<u32, Peer>,
+    by_key: HashMap<[u8; 32], u32>,
+    /// (network, peer index), longest prefix first.
+    routes: Vec<(IpNet, u32)>,
+    next_index: u32,
+    rate_limiter: Arc<RateLimiter>,
+    last_rate_reset: Instant,
+    scratch: Vec<u8>,
+    /// Drop counters.
+    pub counters: WgCounters,
+}
+
+/// Where the device wants a buffer delivered.
+pub trait WgIo {
+    /// Send `data` to `to` over UDP.
+    fn send_datagram(&mut self, to: SocketAddr, data: &[u8]);
+    /// Deliver a decrypted IP packet to the stack.
+    fn deliver_packet(&mut self, packet: &[u8]);
+}
+
+/// Why a peer could not be added.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// A peer with this key already exists.
+    #[error("peer {0} already exists")]
+    Duplicate(Key),
+    /// boringtun refused the key material.
+    #[error("invalid key material for peer {0}")]
+    InvalidKeys(Key),
+}
+
+impl WgDevice {
+    /// A device with the node's private key and no peers.
+    pub fn new(private_key: &Key) -> Self {
+        let private = StaticSecret::from(private_key.0);
+        let public = PublicKey::from(&private);
+        let rate_limiter = Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT));
+        WgDevice {
+            private,
+            public,
+            peers: HashMap::new(),
+            by_key: HashMap::new(),
+            routes: Vec::new(),
+            next_index: 1,
+            rate_limiter,
+            last_rate_reset: Instant::now(),
+            scratch: vec![0; SCRATCH],
+            counters: WgCounters::default(),
+        }
+    }
+
+    /// The node's public key.
+    pub fn public_key(&self) -> Key {
+        Key(*self.public.as_bytes())
+    }
+
+    /// Adds a peer; `endpoint` is already resolved.
+    pub fn add_peer(
+        &mut self,
+        cfg: &PeerConfig,
+        endpoint: Option<SocketAddr>,
+    ) -> Result<(), PeerError> {
+        if self.by_key.contains_key(&cfg.public_key.0) {
+            return Err(PeerError::Duplicate(cfg.public_key));
+        }
+        // Indices occupy the top 24 bits of boringtun session ids; never reuse one, so a
+        // stale session of a removed peer can never be mistaken for a new peer.
+        let index = self.next_index;
+        self.next_index = (self.next_index + 1) & 0x00ff_ffff;
+        let tunn = Tunn::new(
+            self.private.clone(),
+            PublicKey::from(cfg.public_key.0),
+            cfg.preshared_key.map(|k| k.0),
+            cfg.persistent_keepalive,
+            index,
+            Some(self.rate_limiter.clone()),
+        )
+        .map_err(|_| PeerError::InvalidKeys(cfg.public_key))?;
+        self.peers.insert(
+            index,
+            Peer {
+                public_key: cfg.public_key,
+                tunn,
+                endpoint,
+                allowed_ips: cfg.allowed_ips.clone(),
+                persistent_keepalive: cfg.persistent_keepalive,
+                last_handshake: None,
+            },
+        );
+        self.by_key.insert(cfg.public_key.0, index);
+        self.rebuild_routes();
+        Ok(())
+    }
+
+    /// Removes a peer; returns whether it existed.
+    pub fn remove_peer(&mut self, key: &Key) -> bool {
+        let Some(index) = self.by_key.remove(&key.0) else {
+            return false;
+        };
+        self.peers.remove(&index);
+        self.rebuild_routes();
+        true
+    }
+
+    /// All peers.
+    pub fn peers(&self) -> impl Iterator<Item = &Peer> {
+        self.peers.values()
+    }
+
+    fn rebuild_routes(&mut self) {
+        self.routes = self
+            .peers
+            .iter()
+            .flat_map(|(&i, p)| p.allowed_ips.iter().map(move |n| (n.trunc(), i)))
+            .collect();
+        self.routes
+            .sort_by(|a, b| b.0.prefix_len().cmp(&a.0.prefix_len()));
+    }
+
+    /// The peer whose AllowedIPs contain `dst` with the longest prefix.
+    pub fn route(&self, dst: IpAddr) -> Option<u32> {
+        self.routes
+            .iter()
+            .find(|(net, _)| net.contains(&dst))
+            .map(|&(_, i)| i)
+    }
+
+    /// Handles one datagram from the network.
+    pub fn handle_datagram(&mut self, from: SocketAddr, data: &[u8], io: &mut impl WgIo) {
+        let index = {
+            let packet = match self
+                .rate_limiter
+                .verify_packet(Some(from.ip()), data, &mut self.scratch)
+            {
+                Ok(p) => p,
+                Err(TunnResult::WriteToNetwork(cookie)) => {
+                    io.send_datagram(from, cookie);
+                    return;
+                }
+                Err(_) => {
+                    self.counters.invalid_datagrams += 1;
+                    return;
+                }
+            };
+            match packet {
+                Packet::HandshakeInit(ref init) => {
+                    match parse_handshake_anon(&self.private, &self.public, init)
+                        .ok()
+                        .and_then(|h| self.by_key.get(&h.peer_static_public).copied())
+                    {
+                        Some(i) => i,
+                        None => {
+                            self.counters.unknown_peer += 1;
+                            return;
+                        }
+                    }
+                }
+                Packet::HandshakeResponse(r) => r.receiver_idx >> 8,
+                Packet::PacketCookieReply(c) => c.receiver_idx >> 8,
+                Packet::PacketData(d) => d.receiver_idx >> 8,
+            }
+        };
+        let Some(peer) = self.peers.get_mut(&index) else {
+            self.counters.invalid_datagrams += 1;
+            return;
+        };
+        let mut authenticated = false;
+        match peer.tunn.decapsulate(Some(from.ip()), data, &mut self.scratch) {
+            TunnResult::Done => authenticated = true,
+            TunnResult::Err(_) => self.counters.invalid_datagrams += 1,
+            TunnResult::WriteToNetwork(out) => {
+                authenticated = true;
+                io.send_datagram(from, out);
+                // Flush packets that were queued while the handshake was in flight.
+                while let TunnResult::WriteToNetwork(out) =
+                    peer.tunn.decapsulate(None, &[], &mut self.scratch)
+                {
+                    io.send_datagram(from, out);
+                }
+            }
+            TunnResult::WriteToTunnelV4(packet, src) => {
+                authenticated = true;
+                Self::accept_inner(peer, IpAddr::V4(src), packet, io, &mut self.counters);
+            }
+            TunnResult::WriteToTunnelV6(packet, src) => {
+                authenticated = true;
+                Self::accept_inner(peer, IpAddr::V6(src), packet, io, &mut self.counters);
+            }
+        }
+        if authenticated {
+            peer.endpoint = Some(from);
+        }
+    }
+
+    /// Cryptokey routing: boringtun does not check the inner source, so we must.
+    fn accept_inner(
+        peer: &Peer,
+        src: IpAddr,
+        packet: &[u8],
+        io: &mut impl WgIo,
+        counters: &mut WgCounters,
+    ) {
+        if peer.allowed_ips.iter().any(|n| n.contains(&src)) {
+            io.deliver_packet(packet);
+        } else {
+            counters.spoofed_source += 1;
+            tracing::debug!(peer = %peer.public_key, %src, "dropped packet with source outside AllowedIPs");
+        }
+    }
+
+    /// Encrypts an IP packet from the stack and sends it to the peer that owns its destination.
+    pub fn send_packet(&mut self, packet: &[u8], io: &mut impl WgIo) {
+        let Some(dst) = Tunn::dst_address(packet) else {
+            self.counters.invalid_datagrams += 1;
+            return;
+        };
+        let Some(peer) = self.route(dst).and_then(|i| self.peers.get_mut(&i)) else {
+            self.counters.no_route += 1;
+            return;
+        };
+        let need = (packet.len() + 32).max(148);
+        if self.scratch.len() < need {
+            self.scratch.resize(need, 0);
+        }
+        match peer.tunn.encapsulate(packet, &mut self.scratch) {
+            TunnResult::WriteToNetwork(out) => match peer.endpoint {
+                Some(ep) => io.send_datagram(ep, out),
+                None => self.counters.no_endpoint += 1,
+            },
+            TunnResult::Err(e) => tracing::debug!(peer = %peer.public_key, "encapsulate: {e:?}"),
+            // Queued inside boringtun until the handshake completes.
+            _ => {}
+        }
+    }
+
+    /// Runs WireGuard timers (handshake retries, keepalives, rekeying). Call every ~100 ms.
+    pub fn tick(&mut self, io: &mut impl WgIo) {
+        if self.last_rate_reset.elapsed() >= Duration::from_secs(1) {
+            self.rate_limiter.reset_count();
+            self.last_rate_reset = Instant::now();
+        }
+        for peer in self.peers.values_mut() {
+            match peer.tunn.update_timers(&mut self.scratch) {
+                TunnResult::WriteToNetwork(out) => match peer.endpoint {
+                    Some(ep) => io.send_datagram(ep, out),
+                    None => self.counters.no_endpoint += 1,
+                },
+                TunnResult::Err(WireGuardError::ConnectionExpired) => {
+                    tracing::debug!(peer = %peer.public_key, "session expired");
+                }
+                TunnResult::Err(e) => tracing::debug!(peer = %peer.public_key, "timers: {e:?}"),
+                _ => {}
+            }
+            let since = peer.tunn.time_since_last_handshake();
+            if let Some(s) = since {
+                if peer.last_handshake.is_none_or(|prev| s < prev) {
+                    tracing::info!(peer = %peer.public_key, endpoint = ?peer.endpoint, "handshake completed");
+                }
+            }
+            peer.last_handshake = since;
+        }
+    }
+
+    /// Whether a handshake with `key` has completed.
+    pub fn has_session(&self, key: &Key) -> bool {
+        self.by_key
+            .get(&key.0)
+            .and_then(|i| self.peers.get(i))
+            .is_some_and(|p| p.since_handshake().is_some())
+    }
+}

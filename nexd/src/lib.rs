@@ -1,0 +1,5 @@
+//! nexd as a library: the engine and the proxy runner, used by the binary and by tests.
+
+pub mod cli;
+pub mod engine;
+pub mod proxy;
