@@ -15,7 +15,7 @@ use nexd_common::{Direction, Protocol, ProxyRule};
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::{tcp, udp as sudp};
 use smoltcp::wire::{IpEndpoint, IpListenEndpoint};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,6 +45,7 @@ struct Engine {
     wg: WgDevice,
     stack: NetStack,
     udp: Arc<UdpSocket>,
+    backlog: VecDeque<(SocketAddr, Vec<u8>)>,
     listen_addr: SocketAddr,
     events_tx: mpsc::Sender<Event>,
     events_rx: mpsc::Receiver<Event>,
@@ -62,17 +63,34 @@ struct Engine {
     cancel: CancellationToken,
 }
 
+/// Datagrams waiting for the UDP socket to become writable. Beyond this, drop like a wire.
+const SEND_BACKLOG: usize = 8192;
+
 /// The engine's I/O for the WireGuard layer: datagrams to the UDP socket, packets to smoltcp.
 struct Io<'a> {
     udp: &'a UdpSocket,
+    backlog: &'a mut VecDeque<(SocketAddr, Vec<u8>)>,
     device: &'a mut super::device::QueueDevice,
     dropped: &'a mut u64,
 }
 
 impl WgIo for Io<'_> {
     fn send_datagram(&mut self, to: SocketAddr, data: &[u8]) {
-        // Never block the engine on the network: a full socket buffer drops like a wire would.
-        if self.udp.try_send_to(data, to).is_err() {
+        // A full socket buffer must not lose packets: a lost window update stalls a smoltcp
+        // sender for good. Queue them (bounded) and send when the socket is writable.
+        if self.backlog.is_empty() {
+            match self.udp.try_send_to(data, to) {
+                Ok(_) => return,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => {
+                    *self.dropped += 1;
+                    return;
+                }
+            }
+        }
+        if self.backlog.len() < SEND_BACKLOG {
+            self.backlog.push_back((to, data.to_vec()));
+        } else {
             *self.dropped += 1;
         }
     }
@@ -102,6 +120,7 @@ pub async fn start(
         wg,
         stack,
         udp: Arc::new(udp),
+        backlog: VecDeque::new(),
         listen_addr,
         events_tx,
         events_rx,
@@ -137,11 +156,14 @@ impl Engine {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_sweep = Instant::now();
         loop {
-            let delay = self
-                .stack
-                .poll_delay()
-                .unwrap_or(Duration::from_secs(1))
-                .min(Duration::from_secs(1));
+            let delay = if self.stack.device.rx.is_empty() {
+                self.stack
+                    .poll_delay()
+                    .unwrap_or(Duration::from_secs(1))
+                    .min(Duration::from_secs(1))
+            } else {
+                Duration::ZERO
+            };
             tokio::select! {
                 _ = self.cancel.cancelled() => break,
                 r = self.udp.recv_from(&mut buf) => {
@@ -159,13 +181,20 @@ impl Engine {
                     None => break,
                 },
                 _ = tick.tick() => {
-                    let mut io = Io { udp: &self.udp, device: &mut self.stack.device, dropped: &mut self.counters.udp_send_dropped };
+                    let mut io = Io { udp: &self.udp, backlog: &mut self.backlog, device: &mut self.stack.device, dropped: &mut self.counters.udp_send_dropped };
                     self.wg.tick(&mut io);
                     if last_sweep.elapsed() >= Duration::from_secs(1) {
                         last_sweep = Instant::now();
                         self.sweep_udp();
+                        if tracing::enabled!(tracing::Level::TRACE) {
+                            for (id, f) in &self.tcp_flows {
+                                let s = self.stack.sockets.get::<tcp::Socket>(f.handle);
+                                tracing::trace!(flow = id, "{}", f.describe(s));
+                            }
+                        }
                     }
                 }
+                _ = self.udp.writable(), if !self.backlog.is_empty() => self.flush_backlog(),
                 _ = tokio::time::sleep(delay) => {}
             }
             self.drain_inputs(&mut buf);
@@ -190,9 +219,22 @@ impl Engine {
         }
     }
 
+    fn flush_backlog(&mut self) {
+        while let Some((to, data)) = self.backlog.front() {
+            match self.udp.try_send_to(data, *to) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Ok(_) => {}
+                Err(_) => self.counters.udp_send_dropped += 1,
+            }
+            self.backlog.pop_front();
+        }
+    }
+
     fn on_datagram(&mut self, from: SocketAddr, data: &[u8]) {
+        let from = SocketAddr::new(from.ip().to_canonical(), from.port());
         let mut io = Io {
             udp: &self.udp,
+            backlog: &mut self.backlog,
             device: &mut self.stack.device,
             dropped: &mut self.counters.udp_send_dropped,
         };
@@ -219,6 +261,7 @@ impl Engine {
         for pkt in tx.drain(..) {
             let mut io = Io {
                 udp: &self.udp,
+                backlog: &mut self.backlog,
                 device: &mut self.stack.device,
                 dropped: &mut self.counters.udp_send_dropped,
             };

@@ -91,6 +91,21 @@ impl TcpFlow {
         self.credits.close();
     }
 
+    /// One line describing the flow's state, for diagnosing stalls.
+    pub fn describe(&self, socket: &Socket) -> String {
+        format!(
+            "state={} send_queue={} recv_queue={} pending={} to_host={:?} host_eof={} fin_sent={} remote_fin={}",
+            socket.state(),
+            socket.send_queue(),
+            socket.recv_queue(),
+            self.pending.len(),
+            self.to_host.as_ref().map(|t| t.capacity()),
+            self.host_eof,
+            self.fin_sent,
+            self.remote_fin,
+        )
+    }
+
     /// Moves data both ways as far as buffers allow and follows the socket's state.
     /// Returns whether any byte moved, and the flow's state.
     pub fn service(&mut self, socket: &mut Socket) -> (bool, FlowState) {

@@ -1,0 +1,272 @@
+//! Running the real nexd binary: keys, config files, processes with captured logs.
+
+use crate::wait_until;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use boringtun::x25519::{PublicKey, StaticSecret};
+use rand::RngCore;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A WireGuard key pair, base64-encoded.
+#[derive(Clone, Debug)]
+pub struct Keypair {
+    /// Private key.
+    pub private: String,
+    /// Public key.
+    pub public: String,
+}
+
+impl Keypair {
+    /// A fresh random key pair.
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        let secret = StaticSecret::from(bytes);
+        let public = PublicKey::from(&secret);
+        Keypair {
+            private: STANDARD.encode(secret.to_bytes()),
+            public: STANDARD.encode(public.as_bytes()),
+        }
+    }
+}
+
+/// Path of a workspace binary built next to the test binary (target/<profile>/NAME).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(format!("{}_BIN", name.to_uppercase())) {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("test binary lives in target/<profile>/deps");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} not found: run `cargo build --workspace` before the tests",
+        p.display()
+    );
+    p
+}
+
+/// A scratch directory that other users can read (nexd may run as nobody).
+pub struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    /// A new world-readable temp dir.
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("nexd-e2e-")
+            .tempdir()
+            .expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        Scratch { dir }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes a world-readable file and returns its path.
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, contents).expect("write");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        p
+    }
+
+    /// Copies a binary in, so a user without access to the build tree can run it.
+    pub fn install_bin(&self, src: &Path) -> PathBuf {
+        let name = src.file_name().expect("file name");
+        let p = self.dir.path().join(name);
+        std::fs::copy(src, &p).expect("copy binary");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        p
+    }
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A copy of nexd that any user can execute, made once per test process: copying per test
+/// races with other threads' fork/exec and fails with ETXTBSY.
+pub fn shared_nexd_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<(Scratch, PathBuf)> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let s = Scratch::new();
+        let p = s.install_bin(&workspace_bin("nexd"));
+        (s, p)
+    })
+    .1
+    .clone()
+}
+
+/// One `[Peer]` entry for a config.
+pub struct PeerSpec<'a> {
+    /// Public key.
+    pub public: &'a str,
+    /// AllowedIPs.
+    pub allowed_ips: &'a str,
+    /// Endpoint, if any.
+    pub endpoint: Option<String>,
+}
+
+/// Renders a wg-quick config.
+pub fn config(private: &str, address: &str, listen_port: u16, peers: &[PeerSpec]) -> String {
+    let mut s = format!(
+        "[Interface]\nPrivateKey = {private}\nAddress = {address}\nListenPort = {listen_port}\n"
+    );
+    for p in peers {
+        s += &format!("\n[Peer]\nPublicKey = {}\nAllowedIPs = {}\n", p.public, p.allowed_ips);
+        if let Some(ep) = &p.endpoint {
+            s += &format!("Endpoint = {ep}\n");
+        }
+    }
+    s
+}
+
+/// How to start nexd.
+pub struct Launch {
+    /// Run as `nobody` through setpriv (only possible as root).
+    pub unprivileged: bool,
+    /// Run inside this network namespace.
+    pub netns: Option<String>,
+}
+
+impl Launch {
+    /// As nobody when we are root (the product's promise), else as ourselves.
+    pub fn default_user() -> Self {
+        Launch {
+            unprivileged: crate::is_root(),
+            netns: None,
+        }
+    }
+}
+
+/// A running nexd; killed (TERM, then KILL) when dropped.
+pub struct Nexd {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Nexd {
+    /// Starts `nexd <args>` from a private copy of the binary in `scratch`.
+    pub fn start(scratch: &Scratch, name: &str, args: &[String], launch: &Launch) -> Nexd {
+        let bin = shared_nexd_bin();
+        let log = scratch.path().join(format!("{name}.log"));
+        let logf = std::fs::File::create(&log).expect("log file");
+        let mut cmd = Vec::<String>::new();
+        if let Some(ns) = &launch.netns {
+            cmd.extend(["ip", "netns", "exec", ns].map(String::from));
+        }
+        if launch.unprivileged {
+            cmd.extend(
+                ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
+                    .map(String::from),
+            );
+        }
+        cmd.push(bin.display().to_string());
+        cmd.extend(args.iter().cloned());
+        let child = Command::new(&cmd[0])
+            .args(&cmd[1..])
+            .env("NEXD_LOG_LEVEL", std::env::var("E2E_NEXD_LOG").unwrap_or("debug".into()))
+            .env_remove("RUST_LOG")
+            // nobody's HOME is not writable; nothing in proxy mode needs it.
+            .env("HOME", scratch.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .expect("spawn nexd");
+        Nexd {
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`; panics with the log otherwise.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) {
+        let ok = wait_until(timeout, || self.log().contains(needle) || self.exited());
+        assert!(
+            ok && self.log().contains(needle),
+            "nexd log never showed {needle:?}:\n{}",
+            self.log()
+        );
+    }
+
+    fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for exit; returns the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let mut status = None;
+        wait_until(timeout, || {
+            status = child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        status
+    }
+
+    /// PID of the launched process (setpriv/ip exec replace themselves, so this is nexd).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+}
+
+impl Drop for Nexd {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            if matches!(c.try_wait(), Ok(None)) {
+                let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+                if !wait_until(Duration::from_secs(3), || matches!(c.try_wait(), Ok(Some(_)))) {
+                    let _ = c.kill();
+                }
+            }
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs nexd to completion (for bad-input tests): (exit code, stderr).
+pub fn run_to_exit(args: &[&str], timeout: Duration) -> (Option<i32>, String) {
+    let mut child = Command::new(workspace_bin("nexd"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn nexd");
+    let done = wait_until(timeout, || matches!(child.try_wait(), Ok(Some(_))));
+    if !done {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().expect("wait");
+    (
+        if done { out.status.code() } else { None },
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,139 @@
+//! Real servers and clients that verify bytes end to end.
+
+use rand::{RngCore, SeedableRng};
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::thread;
+use std::time::Duration;
+
+/// Deterministic pseudo-random payload.
+pub fn payload(len: usize, seed: u64) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut v);
+    v
+}
+
+/// Hex SHA-256.
+pub fn sha256(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// TCP echo server: echoes until the client's FIN, then shuts down its write side.
+/// Runs on background threads for the life of the process.
+pub fn tcp_echo_server(listener: TcpListener) {
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { continue };
+            thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    match c.read(&mut buf) {
+                        Ok(0) => {
+                            let _ = c.shutdown(Shutdown::Write);
+                            return;
+                        }
+                        Ok(n) => {
+                            if c.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                        Err(_) => return,
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// TCP server that answers every connection with a fixed banner and closes.
+pub fn tcp_banner_server(listener: TcpListener, banner: &'static str) {
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let _ = c.write_all(banner.as_bytes());
+        }
+    });
+}
+
+/// UDP echo server.
+pub fn udp_echo_server(sock: UdpSocket) {
+    thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            let _ = sock.send_to(&buf[..n], from);
+        }
+    });
+}
+
+/// Sends `len` bytes to an echo server, half-closes, reads the echo to EOF and checks it.
+/// Writing and reading run concurrently so large transfers cannot deadlock.
+pub fn tcp_echo_roundtrip(addr: SocketAddr, len: usize, seed: u64) -> Result<(), String> {
+    let data = payload(len, seed);
+    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    let mut writer = conn.try_clone().map_err(|e| e.to_string())?;
+    let to_send = data.clone();
+    let w = thread::spawn(move || -> Result<(), String> {
+        writer.write_all(&to_send).map_err(|e| format!("write: {e}"))?;
+        // Half-close: the echo must still come back in full.
+        writer.shutdown(Shutdown::Write).map_err(|e| format!("shutdown: {e}"))
+    });
+    let mut got = Vec::with_capacity(len);
+    conn.read_to_end(&mut got)
+        .map_err(|e| format!("read after {} bytes: {e}", got.len()))?;
+    w.join().map_err(|_| "writer panicked".to_string())??;
+    if got.len() != data.len() || sha256(&got) != sha256(&data) {
+        return Err(format!(
+            "echo mismatch: sent {} bytes sha {}, got {} bytes sha {}",
+            data.len(),
+            sha256(&data),
+            got.len(),
+            sha256(&got)
+        ));
+    }
+    Ok(())
+}
+
+/// Sends `count` datagrams of `size` bytes to a UDP echo and checks each reply's content.
+/// Each datagram is retried a few times (UDP may drop), and all must come back intact.
+pub fn udp_echo_check(addr: SocketAddr, count: usize, size: usize) -> Result<(), String> {
+    let bind: SocketAddr = if addr.is_ipv4() {
+        "127.0.0.1:0".parse().map_err(|_| "addr")?
+    } else {
+        "[::1]:0".parse().map_err(|_| "addr")?
+    };
+    let sock = UdpSocket::bind(bind).map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 65536];
+    for i in 0..count {
+        let msg = payload(size, i as u64 + 1000);
+        let mut ok = false;
+        for _attempt in 0..10 {
+            sock.send_to(&msg, addr).map_err(|e| format!("send: {e}"))?;
+            match sock.recv_from(&mut buf) {
+                Ok((n, _)) if buf[..n] == msg[..] => {
+                    ok = true;
+                    break;
+                }
+                Ok((n, _)) => {
+                    // A late echo of an earlier retry: ignore unless it is garbage.
+                    if n != size {
+                        return Err(format!("datagram {i}: got {n} bytes, want {size}"));
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+        if !ok {
+            return Err(format!("datagram {i} of {size} bytes never echoed"));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,291 @@
+//! Two real nexd processes peered over loopback: egress on A → WireGuard → ingress on B →
+//! a real local server. nexd runs as `nobody` whenever the suite runs as root.
+
+use nexd_e2e::nexd::{config, Keypair, Launch, Nexd, PeerSpec, Scratch};
+use nexd_e2e::traffic::{self, tcp_echo_roundtrip, udp_echo_check};
+use nexd_e2e::{free_port, wait_until};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+/// A at 100.100.0.1 / fd00::1 (egress side), B at 100.100.0.2 / fd00::2 (ingress side).
+struct Pair {
+    a: Nexd,
+    b: Nexd,
+    b_wg_port: u16,
+    _scratch: Scratch,
+}
+
+fn pair(egress: &[String], ingress: &[String]) -> Pair {
+    let scratch = Scratch::new();
+    let (ka, kb) = (Keypair::generate(), Keypair::generate());
+    let (pa, pb) = (free_port(), free_port());
+    let ca = scratch.write(
+        "a.conf",
+        &config(
+            &ka.private,
+            "100.100.0.1/32, fd00::1/128",
+            pa,
+            &[PeerSpec {
+                public: &kb.public,
+                allowed_ips: "100.100.0.2/32, fd00::2/128",
+                endpoint: Some(format!("127.0.0.1:{pb}")),
+            }],
+        ),
+    );
+    let cb = scratch.write(
+        "b.conf",
+        &config(
+            &kb.private,
+            "100.100.0.2/32, fd00::2/128",
+            pb,
+            &[PeerSpec {
+                public: &ka.public,
+                allowed_ips: "100.100.0.1/32, fd00::1/128",
+                endpoint: Some(format!("127.0.0.1:{pa}")),
+            }],
+        ),
+    );
+    let args = |conf: &std::path::Path, flag: &str, rules: &[String]| {
+        let mut v = vec!["proxy".to_string(), "--config".into(), conf.display().to_string()];
+        for r in rules {
+            v.push(flag.into());
+            v.push(r.clone());
+        }
+        v
+    };
+    let mut b = Nexd::start(&scratch, "b", &args(&cb, "--ingress", ingress), &Launch::default_user());
+    let mut a = Nexd::start(&scratch, "a", &args(&ca, "--egress", egress), &Launch::default_user());
+    for _ in ingress {
+        b.wait_for_log("rule started", Duration::from_secs(10));
+    }
+    for _ in egress {
+        a.wait_for_log("rule started", Duration::from_secs(10));
+    }
+    Pair {
+        a,
+        b,
+        b_wg_port: pb,
+        _scratch: scratch,
+    }
+}
+
+/// The last lines of a log, for failure messages.
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn echo_server() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    traffic::tcp_echo_server(l);
+    port
+}
+
+#[test]
+fn tcp_multi_megabyte_and_fifty_concurrent_connections() {
+    let echo = echo_server();
+    let (e4, e6) = (free_port(), free_port());
+    let p = pair(
+        &[
+            format!("tcp:{e4}:100.100.0.2:7000"),
+            format!("tcp:{e6}:[fd00::2]:7000"),
+        ],
+        &[format!("tcp:7000:127.0.0.1:{echo}")],
+    );
+    // 8 MiB each way, checksummed, with a half-close before the echo finishes.
+    tcp_echo_roundtrip(local(e4), 8 << 20, 1).unwrap();
+    // Same through IPv6 tunnel addresses.
+    tcp_echo_roundtrip(local(e6), 2 << 20, 2).unwrap();
+
+    let handles: Vec<_> = (0..50)
+        .map(|i| std::thread::spawn(move || tcp_echo_roundtrip(local(e4), 256 * 1024, 100 + i)))
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        if let Err(e) = h.join().unwrap() {
+            panic!("connection {i}: {e}\n--- a ---\n{}\n--- b ---\n{}", tail(&p.a.log()), tail(&p.b.log()));
+        }
+    }
+    assert!(p.a.log().contains("handshake completed"), "{}", p.a.log());
+}
+
+#[test]
+fn udp_datagrams_round_trip_to_the_right_clients() {
+    let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sport = server.local_addr().unwrap().port();
+    traffic::udp_echo_server(server);
+    let e = free_port();
+    let _p = pair(
+        &[format!("udp:{e}:100.100.0.2:5353")],
+        &[format!("udp:5353:127.0.0.1:{sport}")],
+    );
+    // Two clients at once, with sizes up to the largest that fits MTU 1420 over IPv4.
+    let t = std::thread::spawn(move || udp_echo_check(local(e), 100, 1392));
+    udp_echo_check(local(e), 100, 512).unwrap();
+    t.join().unwrap().unwrap();
+    // Small and odd sizes too.
+    udp_echo_check(local(e), 20, 1).unwrap();
+}
+
+#[test]
+fn oversize_udp_datagram_is_dropped_not_truncated() {
+    let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sport = server.local_addr().unwrap().port();
+    traffic::udp_echo_server(server);
+    let e = free_port();
+    let _p = pair(
+        &[format!("udp:{e}:100.100.0.2:5353")],
+        &[format!("udp:5353:127.0.0.1:{sport}")],
+    );
+    udp_echo_check(local(e), 5, 100).unwrap();
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
+    s.send_to(&vec![7u8; 4000], local(e)).unwrap();
+    let mut buf = [0u8; 8192];
+    match s.recv_from(&mut buf) {
+        Ok((n, _)) => panic!("a {n}-byte reply came back for a 4000-byte datagram larger than the MTU"),
+        Err(e) => assert!(matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)),
+    }
+}
+
+#[test]
+fn load_balances_round_robin_over_rules_sharing_a_port() {
+    let mut ports = Vec::new();
+    for banner in ["one\n", "two\n"] {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        ports.push(l.local_addr().unwrap().port());
+        traffic::tcp_banner_server(l, banner);
+    }
+    let e = free_port();
+    let _p = pair(
+        &[format!("tcp:{e}:100.100.0.2:80")],
+        &[
+            format!("tcp:80:127.0.0.1:{}", ports[0]),
+            format!("tcp:80:127.0.0.1:{}", ports[1]),
+        ],
+    );
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let mut c = TcpStream::connect(local(e)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut s = String::new();
+        c.read_to_string(&mut s).unwrap();
+        seen.push(s);
+    }
+    assert_eq!(seen, ["one\n", "two\n", "one\n", "two\n"]);
+}
+
+#[test]
+fn refused_destination_closes_the_client_promptly() {
+    // Nothing listens on `closed`.
+    let closed = free_port();
+    let e = free_port();
+    let _p = pair(
+        &[format!("tcp:{e}:100.100.0.2:81")],
+        &[format!("tcp:81:127.0.0.1:{closed}")],
+    );
+    let start = Instant::now();
+    let mut c = TcpStream::connect(local(e)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+    let mut buf = [0u8; 16];
+    let r = c.read(&mut buf);
+    assert!(
+        matches!(r, Ok(0)) || matches!(&r, Err(e) if e.kind() == ErrorKind::ConnectionReset),
+        "expected close or reset, got {r:?}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+}
+
+#[test]
+fn egress_to_an_address_no_peer_owns_is_refused_promptly() {
+    let e = free_port();
+    let p = pair(&[format!("tcp:{e}:100.100.0.99:80")], &[]);
+    let mut c = TcpStream::connect(local(e)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 16];
+    let r = c.read(&mut buf);
+    assert!(
+        matches!(r, Ok(0)) || matches!(&r, Err(e) if e.kind() == ErrorKind::ConnectionReset),
+        "expected close or reset, got {r:?}"
+    );
+    assert!(wait_until(Duration::from_secs(5), || p.a.log().contains("no peer's AllowedIPs")));
+}
+
+#[test]
+fn reset_from_the_server_reaches_the_client_as_a_reset() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let sport = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            // Wait for a request, then reset.
+            let mut buf = [0u8; 4];
+            let _ = c.read(&mut buf);
+            let _ = socket2::SockRef::from(&c).set_linger(Some(Duration::ZERO));
+            drop(c);
+        }
+    });
+    let e = free_port();
+    let _p = pair(
+        &[format!("tcp:{e}:100.100.0.2:82")],
+        &[format!("tcp:82:127.0.0.1:{sport}")],
+    );
+    let mut c = TcpStream::connect(local(e)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+    c.write_all(b"ping").unwrap();
+    let mut buf = [0u8; 16];
+    let r = c.read(&mut buf);
+    assert!(
+        matches!(&r, Err(e) if e.kind() == ErrorKind::ConnectionReset),
+        "expected a reset, got {r:?}"
+    );
+}
+
+#[test]
+fn garbage_on_the_wireguard_port_does_not_disturb_flows() {
+    let echo = echo_server();
+    let e = free_port();
+    let mut p = pair(
+        &[format!("tcp:{e}:100.100.0.2:7000")],
+        &[format!("tcp:7000:127.0.0.1:{echo}")],
+    );
+    tcp_echo_roundtrip(local(e), 64 * 1024, 5).unwrap();
+    let junk = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let target = local(p.b_wg_port);
+    for i in 0..2000u32 {
+        let len = (i as usize * 37) % 1500;
+        let mut d = traffic::payload(len, i as u64);
+        // Valid-looking message types, to reach deeper parsing.
+        if len >= 4 {
+            d[0] = (i % 5) as u8;
+            d[1..4].fill(0);
+        }
+        let _ = junk.send_to(&d, target);
+    }
+    tcp_echo_roundtrip(local(e), 1 << 20, 6).unwrap();
+    assert!(p.b.terminate(Duration::from_secs(5)).is_some_and(|s| s.success()), "B died or hung:\n{}", p.b.log());
+}
+
+#[test]
+fn sigterm_stops_within_two_seconds() {
+    let echo = echo_server();
+    let e = free_port();
+    let mut p = pair(
+        &[format!("tcp:{e}:100.100.0.2:7000")],
+        &[format!("tcp:7000:127.0.0.1:{echo}")],
+    );
+    tcp_echo_roundtrip(local(e), 1024, 7).unwrap();
+    // Leave a connection open across shutdown.
+    let _open = TcpStream::connect(local(e)).unwrap();
+    let start = Instant::now();
+    let status = p.a.terminate(Duration::from_secs(5));
+    assert!(status.is_some_and(|s| s.success()), "exit: {status:?}\n{}", p.a.log());
+    assert!(start.elapsed() < Duration::from_secs(2), "took {:?}", start.elapsed());
+    // The egress port is closed with it.
+    assert!(TcpStream::connect(local(e)).is_err());
+}
