@@ -104,9 +104,9 @@ pub fn tcp_echo_roundtrip(addr: SocketAddr, len: usize, seed: u64) -> Result<(),
 /// Each datagram is retried a few times (UDP may drop), and all must come back intact.
 pub fn udp_echo_check(addr: SocketAddr, count: usize, size: usize) -> Result<(), String> {
     let bind: SocketAddr = if addr.is_ipv4() {
-        "127.0.0.1:0".parse().map_err(|_| "addr")?
+        "0.0.0.0:0".parse().map_err(|_| "addr")?
     } else {
-        "[::1]:0".parse().map_err(|_| "addr")?
+        "[::]:0".parse().map_err(|_| "addr")?
     };
     let sock = UdpSocket::bind(bind).map_err(|e| e.to_string())?;
     sock.set_read_timeout(Some(Duration::from_millis(500)))
