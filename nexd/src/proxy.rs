@@ -96,7 +96,7 @@ pub async fn run(args: ProxyArgs) -> Result<(), Fatal> {
         connect_timeout: Duration::from_secs(args.connect_timeout),
     };
     let cancel = CancellationToken::new();
-    let (handle, task, _addr) = engine::start(
+    let (handle, task, listen_addr) = engine::start(
         EngineConfig {
             network,
             endpoints,
@@ -111,6 +111,10 @@ pub async fn run(args: ProxyArgs) -> Result<(), Fatal> {
             cancel.cancel();
             return Err(fatal(1, e.to_string()));
         }
+    }
+    match handle.status().await {
+        Ok(st) => info!(public_key = %st.public_key, %listen_addr, peers = st.peers.len(), rules = st.rules.len(), "nexd proxy running"),
+        Err(e) => return Err(fatal(1, e.to_string())),
     }
     wait_for_signal(&cancel).await;
     info!("shutting down");

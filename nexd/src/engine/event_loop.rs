@@ -137,7 +137,6 @@ pub async fn start(
         counters: Counters::default(),
         cancel: cancel.clone(),
     };
-    info!(public_key = %engine.wg.public_key(), %listen_addr, "WireGuard listening");
     let task = tokio::spawn(engine.run());
     Ok((
         EngineHandle {
