@@ -867,6 +867,6 @@ impl Engine {
         for f in self.ingress_udp.values() {
             f.reader.abort();
         }
-        info!("engine stopped");
+        debug!("engine stopped");
     }
 }
