@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: testkit tcp-echo ADDR | udp-echo ADDR | http-serve ADDR FILE | \
+        "usage: testkit genkey | tcp-echo ADDR | udp-echo ADDR | http-serve ADDR FILE | \
          tcp-echo-check ADDR BYTES SEED | udp-echo-check ADDR COUNT SIZE"
     );
     ExitCode::from(64)
@@ -20,6 +20,11 @@ fn addr(s: &str) -> Result<SocketAddr, String> {
 
 fn run(args: &[String]) -> Result<(), String> {
     match args {
+        [cmd] if cmd == "genkey" => {
+            let k = nexd_e2e::nexd::Keypair::generate();
+            println!("{} {}", k.private, k.public);
+            Ok(())
+        }
         [cmd, a] if cmd == "tcp-echo" => {
             traffic::tcp_echo_server(TcpListener::bind(addr(a)?).map_err(|e| e.to_string())?);
             println!("ready");
