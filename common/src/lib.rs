@@ -1,6 +1,7 @@
 //! Pure, I/O-free types shared by nexd and nexctl: the proxy rule grammar, the
 //! wg-quick style network configuration, and WireGuard keys.
 
+pub mod api;
 pub mod config;
 pub mod key;
 pub mod paths;

@@ -1,6 +1,205 @@
-//! nexctl: command-line client for nexd.
+//! nexctl: command-line client for nexd's gRPC API on a unix socket. Thin by design: the
+//! daemon owns all logic; nexctl parses, calls, and prints.
 
-fn main() {
-    eprintln!("nexctl: not yet implemented");
-    std::process::exit(69);
+mod cli;
+mod client;
+mod output;
+
+use clap::Parser;
+use cli::{Cli, Command, NexdCommand, PeersCommand, ProxyCommand, RuleArg};
+use nexd_common::api;
+use nexd_common::paths::PathEnv;
+use nexd_common::{Direction, ProxyRule, Rule};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// sysexits codes.
+const EX_USAGE: u8 = 64;
+const EX_DATAERR: u8 = 65;
+const EX_UNAVAILABLE: u8 = 69;
+
+/// A failure with its exit code and one line for stderr.
+pub struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn new(code: u8, message: impl Into<String>) -> Self {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+fn default_socket() -> PathBuf {
+    let is_root = std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);
+    let env = PathEnv::from_process(is_root);
+    let state_dir = std::env::var_os("NEXD_STATE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| env.state_dir());
+    env.unix_socket(&state_dir)
+}
+
+fn rule_arg(arg: &RuleArg) -> Result<ProxyRule, Failure> {
+    let (direction, flag, text) = match (&arg.ingress, &arg.egress) {
+        (Some(r), None) => (Direction::Ingress, "--ingress", r),
+        (None, Some(r)) => (Direction::Egress, "--egress", r),
+        _ => return Err(Failure::new(EX_USAGE, "give exactly one of --ingress or --egress")),
+    };
+    let rule: Rule = text
+        .parse()
+        .map_err(|e| Failure::new(EX_DATAERR, format!("invalid {flag} rule {text:?}: {e}")))?;
+    Ok(ProxyRule { direction, rule })
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let socket = cli.unix_socket.clone().unwrap_or_else(default_socket);
+    let out = cli.output;
+    match cli.command {
+        Command::Version => {
+            let daemon = match client::connect(&socket).await {
+                Ok(mut c) => c
+                    .get_version(api::GetVersionRequest {})
+                    .await
+                    .map(|r| r.into_inner().version)
+                    .ok(),
+                Err(_) => None,
+            };
+            output::version(out, env!("CARGO_PKG_VERSION"), daemon.as_deref());
+            Ok(())
+        }
+        Command::Nexd { command } => {
+            // Validate locally before connecting, so bad input is reported as such.
+            let rule = match &command {
+                NexdCommand::Proxy {
+                    command: ProxyCommand::Add(a) | ProxyCommand::Remove(a),
+                } => Some(rule_arg(a)?),
+                _ => None,
+            };
+            let psk = match &command {
+                NexdCommand::Peers {
+                    command:
+                        PeersCommand::Add {
+                            preshared_key_file: Some(f),
+                            ..
+                        },
+                } => std::fs::read_to_string(f)
+                    .map(|s| s.trim().to_string())
+                    .map_err(|e| Failure::new(EX_DATAERR, format!("cannot read preshared key file {}: {e}", f.display())))?,
+                _ => String::new(),
+            };
+            let mut c = client::connect(&socket).await?;
+            match command {
+                NexdCommand::Proxy { command } => match command {
+                    ProxyCommand::Add(_) => {
+                        let r = rule.ok_or_else(|| Failure::new(EX_USAGE, "missing rule"))?;
+                        c.add_proxy_rule(api::AddProxyRuleRequest { rule: Some(r.into()) })
+                            .await
+                            .map_err(client::failure)?;
+                        output::done(out, "added", &r);
+                    }
+                    ProxyCommand::Remove(_) => {
+                        let r = rule.ok_or_else(|| Failure::new(EX_USAGE, "missing rule"))?;
+                        c.remove_proxy_rule(api::RemoveProxyRuleRequest { rule: Some(r.into()) })
+                            .await
+                            .map_err(client::failure)?;
+                        output::done(out, "removed", &r);
+                    }
+                    ProxyCommand::List => {
+                        let r = c
+                            .list_proxy_rules(api::ListProxyRulesRequest {})
+                            .await
+                            .map_err(client::failure)?;
+                        output::rules(out, &r.into_inner().rules);
+                    }
+                },
+                NexdCommand::Status => {
+                    let s = c
+                        .get_status(api::GetStatusRequest {})
+                        .await
+                        .map_err(client::failure)?;
+                    output::status(out, &s.into_inner());
+                }
+                NexdCommand::Peers { command } => match command {
+                    PeersCommand::List => {
+                        let r = c
+                            .list_peers(api::ListPeersRequest {})
+                            .await
+                            .map_err(client::failure)?;
+                        output::peers(out, &r.into_inner().peers);
+                    }
+                    PeersCommand::Add {
+                        public_key,
+                        allowed_ips,
+                        endpoint,
+                        persistent_keepalive,
+                        ..
+                    } => {
+                        c.add_peer(api::AddPeerRequest {
+                            public_key: public_key.clone(),
+                            allowed_ips,
+                            endpoint: endpoint.unwrap_or_default(),
+                            persistent_keepalive: persistent_keepalive.unwrap_or(0) as u32,
+                            preshared_key: psk,
+                        })
+                        .await
+                        .map_err(client::failure)?;
+                        output::peer_done(out, "added", &public_key);
+                    }
+                    PeersCommand::Remove { public_key } => {
+                        c.remove_peer(api::RemovePeerRequest {
+                            public_key: public_key.clone(),
+                        })
+                        .await
+                        .map_err(client::failure)?;
+                        output::peer_done(out, "removed", &public_key);
+                    }
+                },
+            }
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                let _ = e.print();
+                return ExitCode::from(EX_USAGE);
+            }
+            // clap's first line says what is wrong; the rest is usage boilerplate.
+            let text = e.to_string();
+            let first: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            eprintln!("nexctl: {}", first.join(" ").trim_start_matches("error: "));
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("nexctl: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("nexctl: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
 }

@@ -3,3 +3,5 @@
 pub mod cli;
 pub mod engine;
 pub mod proxy;
+pub mod api;
+pub mod state;

@@ -61,7 +61,8 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(proxy::run(args)) {
+            let paths = proxy::Paths::resolve(cli.state_dir, cli.unix_socket);
+            match rt.block_on(proxy::run(args, paths)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("nexd: {}", e.message);

@@ -1,6 +1,12 @@
 //! `nexd proxy`: load the configuration, start the engine and the rules, run until a signal.
 
+use crate::api::{self, ApiService, RuntimeState};
 use crate::cli::ProxyArgs;
+use crate::state::{State, StateStore};
+use nexd_common::paths::PathEnv;
+use nexd_common::{Key, PeerConfig};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 use crate::engine::{self, EngineConfig, Tunables};
 use nexd_common::{Direction, NetworkConfig, ProxyRule, Rule};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -20,6 +26,8 @@ pub struct Fatal {
 const EX_USAGE: u8 = 64;
 /// sysexits: cannot open input.
 const EX_NOINPUT: u8 = 66;
+/// sysexits: cannot create output (state directory).
+const EX_CANTCREAT: u8 = 73;
 /// sysexits: configuration error.
 const EX_CONFIG: u8 = 78;
 
@@ -85,11 +93,88 @@ pub fn resolve_endpoints(cfg: &NetworkConfig) -> Result<Vec<Option<SocketAddr>>,
         .collect()
 }
 
+/// Where state and the API socket live.
+pub struct Paths {
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// API socket.
+    pub unix_socket: PathBuf,
+}
+
+impl Paths {
+    /// Applies the documented defaults to what the flags left unset.
+    pub fn resolve(state_dir: Option<PathBuf>, unix_socket: Option<PathBuf>) -> Paths {
+        let is_root = std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);
+        let env = PathEnv::from_process(is_root);
+        let state_dir = state_dir.unwrap_or_else(|| env.state_dir());
+        let unix_socket = unix_socket.unwrap_or_else(|| env.unix_socket(&state_dir));
+        Paths {
+            state_dir,
+            unix_socket,
+        }
+    }
+}
+
+/// Applies the saved runtime changes to the configured peers and flag rules.
+fn merge_state(
+    state: &State,
+    network: &mut NetworkConfig,
+    rules: &mut Vec<ProxyRule>,
+) -> Result<(), Fatal> {
+    network
+        .peers
+        .retain(|p| !state.removed_peers.contains(&p.public_key.to_string()));
+    for sp in &state.added_peers {
+        let bad = |e: String| fatal(EX_CONFIG, format!("state: peer {}: {e}", sp.public_key));
+        let public_key: Key = sp.public_key.parse().map_err(|e| bad(format!("{e}")))?;
+        network.peers.retain(|p| p.public_key != public_key);
+        network.peers.push(PeerConfig {
+            public_key,
+            preshared_key: match &sp.preshared_key {
+                Some(k) => Some(k.parse().map_err(|e| bad(format!("preshared key: {e}")))?),
+                None => None,
+            },
+            allowed_ips: sp
+                .allowed_ips
+                .iter()
+                .map(|s| s.parse().map_err(|_| bad(format!("allowed IP {s:?}"))))
+                .collect::<Result<_, _>>()?,
+            endpoint: sp.endpoint.clone(),
+            persistent_keepalive: sp.persistent_keepalive,
+        });
+    }
+    for line in &state.rules {
+        let r: ProxyRule = line
+            .parse()
+            .map_err(|e| fatal(EX_CONFIG, format!("state: rule {line:?}: {e}")))?;
+        if !rules.contains(&r) {
+            rules.push(r);
+        }
+    }
+    Ok(())
+}
+
+/// Removes the API socket however `run` ends.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Runs the proxy until SIGINT/SIGTERM.
-pub async fn run(args: ProxyArgs) -> Result<(), Fatal> {
-    let rules = parse_rules(&args)?;
-    let network = load_config(&args.config)?;
+pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
+    let mut rules = parse_rules(&args)?;
+    let mut network = load_config(&args.config)?;
+    let store = StateStore::open(&paths.state_dir).map_err(|e| fatal(EX_CANTCREAT, e.to_string()))?;
+    let state = store.load().map_err(|e| fatal(EX_CONFIG, e.to_string()))?;
+    merge_state(&state, &mut network, &mut rules)?;
     let endpoints = resolve_endpoints(&network)?;
+    let listener = api::bind_private(&paths.unix_socket)
+        .await
+        .map_err(|e| fatal(1, e))?;
+    let _socket_guard = RemoveOnDrop(paths.unix_socket.clone());
     let tunables = Tunables {
         mtu: network.mtu.map(usize::from).unwrap_or(1420),
         udp_idle_timeout: Duration::from_secs(args.udp_idle_timeout),
@@ -112,6 +197,13 @@ pub async fn run(args: ProxyArgs) -> Result<(), Fatal> {
             return Err(fatal(1, e.to_string()));
         }
     }
+    let service = ApiService::new(handle.clone(), RuntimeState { store, state });
+    let api_task = tokio::spawn(api::serve(
+        listener,
+        paths.unix_socket.clone(),
+        service,
+        cancel.clone(),
+    ));
     match handle.status().await {
         Ok(st) => info!(public_key = %st.public_key, %listen_addr, peers = st.peers.len(), rules = st.rules.len(), "nexd proxy running"),
         Err(e) => return Err(fatal(1, e.to_string())),
@@ -120,6 +212,12 @@ pub async fn run(args: ProxyArgs) -> Result<(), Fatal> {
     info!("shutting down");
     cancel.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+    match tokio::time::timeout(Duration::from_secs(2), api_task).await {
+        Ok(Ok(Err(e))) => warn!("{e}"),
+        // Err(_): connections that never close must not hold up shutdown; the guard
+        // removes the socket.
+        _ => {}
+    }
     Ok(())
 }
 

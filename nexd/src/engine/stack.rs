@@ -13,7 +13,7 @@ use std::time::Instant;
 /// TCP buffer per direction per connection. It is also the receive window, so it bounds
 /// single-stream throughput at window / RTT. Pages are touched only when used, so idle
 /// connections cost little resident memory.
-pub const TCP_BUFFER: usize = 1024 * 1024;
+pub const TCP_BUFFER: usize = 512 * 1024;
 /// UDP socket buffers: packet slots and payload bytes.
 const UDP_SLOTS: usize = 256;
 const UDP_PAYLOAD: usize = 512 * 1024;

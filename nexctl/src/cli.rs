@@ -1,0 +1,112 @@
+//! nexctl's command line.
+
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// nexctl: control a running nexd.
+#[derive(Parser, Debug)]
+#[command(name = "nexctl", version, about)]
+pub struct Cli {
+    /// nexd's API socket [default: /run/nexd.sock as root, else $XDG_RUNTIME_DIR/nexd.sock, else <state-dir>/nexd.sock]
+    #[arg(long, global = true, env = "NEXD_UNIX_SOCKET", value_name = "PATH")]
+    pub unix_socket: Option<PathBuf>,
+
+    /// Output format
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned text for people.
+    Text,
+    /// One JSON document per command, for scripts.
+    Json,
+}
+
+/// Top-level commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Talk to nexd
+    Nexd {
+        #[command(subcommand)]
+        command: NexdCommand,
+    },
+    /// Print nexctl's version and, if reachable, the daemon's
+    Version,
+}
+
+/// `nexctl nexd ...`
+#[derive(Subcommand, Debug)]
+pub enum NexdCommand {
+    /// Proxy rules
+    Proxy {
+        #[command(subcommand)]
+        command: ProxyCommand,
+    },
+    /// Node public key, addresses, listen port, uptime, peer and rule counts
+    Status,
+    /// WireGuard peers
+    Peers {
+        #[command(subcommand)]
+        command: PeersCommand,
+    },
+}
+
+/// Exactly one of --ingress or --egress.
+#[derive(Args, Debug)]
+#[command(group(ArgGroup::new("direction").required(true).args(["ingress", "egress"])))]
+pub struct RuleArg {
+    /// protocol:port:destination_ip:destination_port, from the WireGuard network to the host
+    #[arg(long, value_name = "RULE")]
+    pub ingress: Option<String>,
+    /// protocol:port:destination_ip:destination_port, from the host to the WireGuard network
+    #[arg(long, value_name = "RULE")]
+    pub egress: Option<String>,
+}
+
+/// `nexctl nexd proxy ...`
+#[derive(Subcommand, Debug)]
+pub enum ProxyCommand {
+    /// Add a rule; its listener is up when this returns
+    Add(RuleArg),
+    /// Remove a rule; stops accepting at once, live connections finish
+    Remove(RuleArg),
+    /// List the active rules
+    List,
+}
+
+/// `nexctl nexd peers ...`
+#[derive(Subcommand, Debug)]
+pub enum PeersCommand {
+    /// List peers with endpoint, allowed IPs, latest handshake and traffic
+    List,
+    /// Add a peer
+    Add {
+        /// Base64 public key
+        #[arg(long, value_name = "KEY")]
+        public_key: String,
+        /// Comma-separated CIDRs
+        #[arg(long, value_name = "CIDR[,CIDR]", value_delimiter = ',', required = true)]
+        allowed_ips: Vec<String>,
+        /// host:port or [v6]:port
+        #[arg(long, value_name = "HOST:PORT")]
+        endpoint: Option<String>,
+        /// Keepalive interval in seconds
+        #[arg(long, value_name = "S")]
+        persistent_keepalive: Option<u16>,
+        /// File holding a base64 preshared key
+        #[arg(long, value_name = "F")]
+        preshared_key_file: Option<PathBuf>,
+    },
+    /// Remove a peer
+    Remove {
+        /// Base64 public key
+        #[arg(long, value_name = "KEY")]
+        public_key: String,
+    },
+}

@@ -1,0 +1,46 @@
+//! Connecting to nexd over its unix socket, and mapping gRPC errors to exit codes.
+
+use crate::{Failure, EX_DATAERR, EX_UNAVAILABLE};
+use hyper_util::rt::TokioIo;
+use nexd_common::api::nexd_client::NexdClient;
+use std::path::Path;
+use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::Code;
+
+/// Connects to the daemon; an unreachable socket is exit code 69 with a hint.
+pub async fn connect(path: &Path) -> Result<NexdClient<Channel>, Failure> {
+    let unreachable = |why: String| {
+        Failure::new(
+            EX_UNAVAILABLE,
+            format!(
+                "cannot reach nexd at {}: {why} (is nexd running? set --unix-socket or NEXD_UNIX_SOCKET)",
+                path.display()
+            ),
+        )
+    };
+    // Probe first: tonic's connect error hides the OS reason.
+    if let Err(e) = tokio::net::UnixStream::connect(path).await {
+        return Err(unreachable(e.to_string()));
+    }
+    let path = path.to_path_buf();
+    // The URI is required by the API but unused: the connector dials the socket.
+    let channel = Endpoint::from_static("http://nexd.sock")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+        }))
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    Ok(NexdClient::new(channel))
+}
+
+/// Maps a gRPC status to an exit code and one line.
+pub fn failure(s: tonic::Status) -> Failure {
+    let code = match s.code() {
+        Code::InvalidArgument => EX_DATAERR,
+        Code::Unavailable => EX_UNAVAILABLE,
+        _ => 1,
+    };
+    let msg = s.message().lines().next().unwrap_or("").to_string();
+    Failure::new(code, if msg.is_empty() { format!("{:?}", s.code()) } else { msg })
+}

@@ -1,0 +1,200 @@
+//! Printing results as aligned text or as one JSON document.
+
+use crate::cli::Output;
+use nexd_common::api;
+use nexd_common::ProxyRule;
+use serde_json::json;
+
+fn direction_name(d: i32) -> &'static str {
+    match api::Direction::try_from(d) {
+        Ok(api::Direction::Ingress) => "ingress",
+        Ok(api::Direction::Egress) => "egress",
+        _ => "unknown",
+    }
+}
+
+/// After add/remove of a rule.
+pub fn done(out: Output, verb: &str, rule: &ProxyRule) {
+    match out {
+        Output::Text => println!("{verb} {rule}"),
+        Output::Json => println!(
+            "{}",
+            json!({"result": verb, "direction": rule.direction.to_string(), "rule": rule.rule.to_string()})
+        ),
+    }
+}
+
+/// After add/remove of a peer.
+pub fn peer_done(out: Output, verb: &str, key: &str) {
+    match out {
+        Output::Text => println!("{verb} peer {key}"),
+        Output::Json => println!("{}", json!({"result": verb, "public_key": key})),
+    }
+}
+
+/// `proxy list`: one rule a line.
+pub fn rules(out: Output, rules: &[api::ProxyRule]) {
+    match out {
+        Output::Text => {
+            for r in rules {
+                println!("{} {}", direction_name(r.direction), r.rule);
+            }
+        }
+        Output::Json => {
+            let list: Vec<_> = rules
+                .iter()
+                .map(|r| json!({"direction": direction_name(r.direction), "rule": r.rule}))
+                .collect();
+            println!("{}", json!({ "rules": list }));
+        }
+    }
+}
+
+fn human_duration(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{}s", s / 60, s % 60),
+        s if s < 86400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}d{}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[i])
+    }
+}
+
+/// `status`.
+pub fn status(out: Output, s: &api::GetStatusResponse) {
+    match out {
+        Output::Text => {
+            let rows = [
+                ("public key", s.public_key.clone()),
+                ("addresses", s.addresses.join(", ")),
+                ("listen port", s.listen_port.to_string()),
+                ("uptime", human_duration(s.uptime_seconds)),
+                ("peers", s.peer_count.to_string()),
+                ("rules", s.rule_count.to_string()),
+                ("tcp flows", s.tcp_flows.to_string()),
+                ("udp flows", s.udp_flows.to_string()),
+                ("version", s.version.clone()),
+            ];
+            for (k, v) in rows {
+                println!("{:<12} {v}", format!("{k}:"));
+            }
+            let nonzero: Vec<String> = s
+                .counters
+                .iter()
+                .filter(|c| c.value > 0)
+                .map(|c| format!("{}={}", c.name, c.value))
+                .collect();
+            println!(
+                "{:<12} {}",
+                "dropped:",
+                if nonzero.is_empty() { "none".to_string() } else { nonzero.join(" ") }
+            );
+        }
+        Output::Json => {
+            let counters: serde_json::Map<String, serde_json::Value> =
+                s.counters.iter().map(|c| (c.name.clone(), json!(c.value))).collect();
+            println!(
+                "{}",
+                json!({
+                    "public_key": s.public_key,
+                    "addresses": s.addresses,
+                    "listen_port": s.listen_port,
+                    "uptime_seconds": s.uptime_seconds,
+                    "peer_count": s.peer_count,
+                    "rule_count": s.rule_count,
+                    "tcp_flows": s.tcp_flows,
+                    "udp_flows": s.udp_flows,
+                    "counters": counters,
+                    "version": s.version,
+                })
+            );
+        }
+    }
+}
+
+/// `peers list`.
+pub fn peers(out: Output, peers: &[api::Peer]) {
+    match out {
+        Output::Text => {
+            let rows: Vec<[String; 6]> = peers
+                .iter()
+                .map(|p| {
+                    [
+                        p.public_key.clone(),
+                        if p.endpoint.is_empty() { "-".into() } else { p.endpoint.clone() },
+                        p.allowed_ips.join(","),
+                        p.latest_handshake_seconds_ago
+                            .map(|s| format!("{} ago", human_duration(s)))
+                            .unwrap_or_else(|| "never".into()),
+                        human_bytes(p.rx_bytes),
+                        human_bytes(p.tx_bytes),
+                    ]
+                })
+                .collect();
+            let header = ["PUBLIC KEY", "ENDPOINT", "ALLOWED IPS", "LATEST HANDSHAKE", "RX", "TX"];
+            let mut widths = header.map(str::len);
+            for r in &rows {
+                for (w, c) in widths.iter_mut().zip(r) {
+                    *w = (*w).max(c.len());
+                }
+            }
+            let line = |cells: [&str; 6]| {
+                let s: Vec<String> = cells
+                    .iter()
+                    .zip(widths)
+                    .map(|(c, w)| format!("{c:<w$}"))
+                    .collect();
+                println!("{}", s.join("  ").trim_end());
+            };
+            line(header);
+            for r in &rows {
+                line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]]);
+            }
+        }
+        Output::Json => {
+            let list: Vec<_> = peers
+                .iter()
+                .map(|p| {
+                    json!({
+                        "public_key": p.public_key,
+                        "endpoint": if p.endpoint.is_empty() { serde_json::Value::Null } else { json!(p.endpoint) },
+                        "allowed_ips": p.allowed_ips,
+                        "latest_handshake_seconds_ago": p.latest_handshake_seconds_ago,
+                        "rx_bytes": p.rx_bytes,
+                        "tx_bytes": p.tx_bytes,
+                        "persistent_keepalive": p.persistent_keepalive,
+                    })
+                })
+                .collect();
+            println!("{}", json!({ "peers": list }));
+        }
+    }
+}
+
+/// `version`.
+pub fn version(out: Output, mine: &str, daemon: Option<&str>) {
+    match out {
+        Output::Text => {
+            println!("nexctl {mine}");
+            match daemon {
+                Some(v) => println!("nexd {v}"),
+                None => println!("nexd unreachable"),
+            }
+        }
+        Output::Json => println!("{}", json!({"nexctl": mine, "nexd": daemon})),
+    }
+}

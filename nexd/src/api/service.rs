@@ -1,0 +1,255 @@
+//! The `nexd.v1.Nexd` service: turns requests into engine commands and persists changes.
+
+use crate::engine::{EngineError, EngineHandle};
+use crate::state::{SavedPeer, State, StateStore};
+use nexd_common::api::{self, nexd_server::Nexd};
+use nexd_common::{Key, PeerConfig, ProxyRule};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::Mutex;
+use tonic::{Request, Response, Status};
+
+/// What mutating calls share: the state file and its in-memory copy. Held across the engine
+/// call and the save, so concurrent calls apply and persist in one order.
+pub struct RuntimeState {
+    /// The file.
+    pub store: StateStore,
+    /// Its contents.
+    pub state: State,
+}
+
+/// The service.
+#[derive(Clone)]
+pub struct ApiService {
+    engine: EngineHandle,
+    runtime: Arc<Mutex<RuntimeState>>,
+    started: Instant,
+}
+
+impl ApiService {
+    /// A service over a running engine.
+    pub fn new(engine: EngineHandle, runtime: RuntimeState) -> Self {
+        ApiService {
+            engine,
+            runtime: Arc::new(Mutex::new(runtime)),
+            started: Instant::now(),
+        }
+    }
+}
+
+fn status(e: EngineError) -> Status {
+    match e {
+        EngineError::DuplicateRule(_) | EngineError::Peer(crate::engine::wg::PeerError::Duplicate(_)) => {
+            Status::already_exists(e.to_string())
+        }
+        EngineError::UnknownRule(_) | EngineError::UnknownPeer(_) => Status::not_found(e.to_string()),
+        EngineError::InvalidRule { .. } | EngineError::Peer(_) => Status::invalid_argument(e.to_string()),
+        EngineError::PortUnavailable { .. } => Status::failed_precondition(e.to_string()),
+        EngineError::Stopped => Status::unavailable(e.to_string()),
+        EngineError::WireGuardSocket { .. } => Status::internal(e.to_string()),
+    }
+}
+
+fn saved(runtime: &RuntimeState) -> Result<(), Status> {
+    runtime
+        .store
+        .save(&runtime.state)
+        .map_err(|e| Status::internal(format!("change applied but not saved: {e}")))
+}
+
+fn parse_rule(r: Option<&api::ProxyRule>) -> Result<ProxyRule, Status> {
+    let r = r.ok_or_else(|| Status::invalid_argument("missing rule"))?;
+    ProxyRule::try_from(r).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// Resolves `host:port` without blocking the runtime.
+pub async fn resolve(endpoint: &str) -> Result<SocketAddr, String> {
+    tokio::net::lookup_host(endpoint)
+        .await
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| format!("cannot resolve endpoint {endpoint:?}"))
+}
+
+/// Validates an AddPeer request into a peer config (and what to save).
+fn peer_from_request(r: &api::AddPeerRequest) -> Result<(PeerConfig, SavedPeer), Status> {
+    let bad = |what: &str, v: &str, why: String| Status::invalid_argument(format!("invalid {what} {v:?}: {why}"));
+    let public_key: Key = r
+        .public_key
+        .parse()
+        .map_err(|e: nexd_common::KeyError| bad("public key", &r.public_key, e.to_string()))?;
+    let preshared_key = match r.preshared_key.trim() {
+        "" => None,
+        k => Some(k.parse::<Key>().map_err(|e| bad("preshared key", "(hidden)", e.to_string()))?),
+    };
+    if r.allowed_ips.is_empty() {
+        return Err(Status::invalid_argument("at least one allowed IP is required"));
+    }
+    let allowed_ips = r
+        .allowed_ips
+        .iter()
+        .map(|s| {
+            s.trim()
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| s.trim().parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| bad("allowed IP", s, "not an IP address or CIDR".into()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let keepalive = match r.persistent_keepalive {
+        0 => None,
+        k => Some(u16::try_from(k).map_err(|_| bad("persistent keepalive", &k.to_string(), "must be 0-65535".into()))?),
+    };
+    let endpoint = Some(r.endpoint.trim().to_string()).filter(|e| !e.is_empty());
+    let cfg = PeerConfig {
+        public_key,
+        preshared_key,
+        allowed_ips: allowed_ips.clone(),
+        endpoint: endpoint.clone(),
+        persistent_keepalive: keepalive,
+    };
+    let saved = SavedPeer {
+        public_key: public_key.to_string(),
+        allowed_ips: allowed_ips.iter().map(|n| n.to_string()).collect(),
+        endpoint,
+        persistent_keepalive: keepalive,
+        preshared_key: preshared_key.map(|k| k.to_string()),
+    };
+    Ok((cfg, saved))
+}
+
+#[tonic::async_trait]
+impl Nexd for ApiService {
+    async fn add_proxy_rule(
+        &self,
+        req: Request<api::AddProxyRuleRequest>,
+    ) -> Result<Response<api::AddProxyRuleResponse>, Status> {
+        let rule = parse_rule(req.get_ref().rule.as_ref())?;
+        let mut rt = self.runtime.lock().await;
+        self.engine.add_rule(rule).await.map_err(status)?;
+        let line = rule.to_string();
+        if !rt.state.rules.contains(&line) {
+            rt.state.rules.push(line);
+        }
+        saved(&rt)?;
+        Ok(Response::new(api::AddProxyRuleResponse {}))
+    }
+
+    async fn remove_proxy_rule(
+        &self,
+        req: Request<api::RemoveProxyRuleRequest>,
+    ) -> Result<Response<api::RemoveProxyRuleResponse>, Status> {
+        let rule = parse_rule(req.get_ref().rule.as_ref())?;
+        let mut rt = self.runtime.lock().await;
+        self.engine.remove_rule(rule).await.map_err(status)?;
+        let line = rule.to_string();
+        rt.state.rules.retain(|r| *r != line);
+        saved(&rt)?;
+        Ok(Response::new(api::RemoveProxyRuleResponse {}))
+    }
+
+    async fn list_proxy_rules(
+        &self,
+        _req: Request<api::ListProxyRulesRequest>,
+    ) -> Result<Response<api::ListProxyRulesResponse>, Status> {
+        let st = self.engine.status().await.map_err(status)?;
+        Ok(Response::new(api::ListProxyRulesResponse {
+            rules: st.rules.into_iter().map(api::ProxyRule::from).collect(),
+        }))
+    }
+
+    async fn get_status(
+        &self,
+        _req: Request<api::GetStatusRequest>,
+    ) -> Result<Response<api::GetStatusResponse>, Status> {
+        let st = self.engine.status().await.map_err(status)?;
+        Ok(Response::new(api::GetStatusResponse {
+            public_key: st.public_key.to_string(),
+            addresses: st.addresses.iter().map(|a| a.to_string()).collect(),
+            listen_port: st.listen_addr.port() as u32,
+            uptime_seconds: self.started.elapsed().as_secs(),
+            peer_count: st.peers.len() as u32,
+            rule_count: st.rules.len() as u32,
+            tcp_flows: st.tcp_flows as u32,
+            udp_flows: st.udp_flows as u32,
+            counters: st
+                .counters
+                .iter()
+                .map(|&(name, value)| api::Counter {
+                    name: name.to_string(),
+                    value,
+                })
+                .collect(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }))
+    }
+
+    async fn list_peers(
+        &self,
+        _req: Request<api::ListPeersRequest>,
+    ) -> Result<Response<api::ListPeersResponse>, Status> {
+        let st = self.engine.status().await.map_err(status)?;
+        let mut peers: Vec<api::Peer> = st
+            .peers
+            .into_iter()
+            .map(|p| api::Peer {
+                public_key: p.public_key.to_string(),
+                endpoint: p.endpoint.map(|e| e.to_string()).unwrap_or_default(),
+                allowed_ips: p.allowed_ips.iter().map(|n| n.to_string()).collect(),
+                latest_handshake_seconds_ago: p.since_handshake.map(|d| d.as_secs()),
+                rx_bytes: p.rx_bytes,
+                tx_bytes: p.tx_bytes,
+                persistent_keepalive: p.persistent_keepalive.unwrap_or(0) as u32,
+            })
+            .collect();
+        peers.sort_by(|a, b| a.public_key.cmp(&b.public_key));
+        Ok(Response::new(api::ListPeersResponse { peers }))
+    }
+
+    async fn add_peer(
+        &self,
+        req: Request<api::AddPeerRequest>,
+    ) -> Result<Response<api::AddPeerResponse>, Status> {
+        let (cfg, saved_peer) = peer_from_request(req.get_ref())?;
+        let endpoint = match &cfg.endpoint {
+            Some(ep) => Some(resolve(ep).await.map_err(Status::invalid_argument)?),
+            None => None,
+        };
+        let mut rt = self.runtime.lock().await;
+        self.engine.add_peer(cfg, endpoint).await.map_err(status)?;
+        rt.state.removed_peers.retain(|k| *k != saved_peer.public_key);
+        rt.state.added_peers.retain(|p| p.public_key != saved_peer.public_key);
+        rt.state.added_peers.push(saved_peer);
+        saved(&rt)?;
+        Ok(Response::new(api::AddPeerResponse {}))
+    }
+
+    async fn remove_peer(
+        &self,
+        req: Request<api::RemovePeerRequest>,
+    ) -> Result<Response<api::RemovePeerResponse>, Status> {
+        let key: Key = req.get_ref().public_key.parse().map_err(|e: nexd_common::KeyError| {
+            Status::invalid_argument(format!("invalid public key {:?}: {e}", req.get_ref().public_key))
+        })?;
+        let mut rt = self.runtime.lock().await;
+        self.engine.remove_peer(key).await.map_err(status)?;
+        let k = key.to_string();
+        let before = rt.state.added_peers.len();
+        rt.state.added_peers.retain(|p| p.public_key != k);
+        if rt.state.added_peers.len() == before && !rt.state.removed_peers.contains(&k) {
+            // A peer from the config file: remember its removal.
+            rt.state.removed_peers.push(k);
+        }
+        saved(&rt)?;
+        Ok(Response::new(api::RemovePeerResponse {}))
+    }
+
+    async fn get_version(
+        &self,
+        _req: Request<api::GetVersionRequest>,
+    ) -> Result<Response<api::GetVersionResponse>, Status> {
+        Ok(Response::new(api::GetVersionResponse {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }))
+    }
+}

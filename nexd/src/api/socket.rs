@@ -1,0 +1,72 @@
+//! The API's unix socket: owner-only from its first instant, one daemon per path.
+
+use super::service::ApiService;
+use nexd_common::api::nexd_server::NexdServer;
+use std::fs::DirBuilder;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
+use std::path::{Path, PathBuf};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+
+/// Sets the process umask and returns the previous one.
+#[allow(unsafe_code)]
+fn set_umask(mask: u32) -> u32 {
+    // SAFETY: umask(2) cannot fail and touches no memory; it is process-wide, which is why
+    // it is only changed around bind() during start-up, before other threads create files.
+    unsafe { libc::umask(mask as libc::mode_t) as u32 }
+}
+
+/// Binds `path` as a 0600 socket (umask 0177 during bind, so it is never wider). Creates a missing parent directory 0700. A live daemon on
+/// the path is an error; a stale socket left by a crashed one is replaced.
+pub async fn bind_private(path: &Path) -> Result<UnixListener, String> {
+    let shown = path.display();
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.exists() {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(|e| format!("cannot create socket directory {}: {e}", parent.display()))?;
+        }
+    }
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(format!("{shown} exists and is not a socket; refusing to replace it"));
+        }
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(format!("another nexd is already serving {shown}"));
+        }
+        tracing::info!("replacing stale socket {shown}");
+        std::fs::remove_file(path).map_err(|e| format!("cannot remove stale socket {shown}: {e}"))?;
+    }
+    let old = set_umask(0o177);
+    let bound = UnixListener::bind(path);
+    set_umask(old);
+    bound.map_err(|e| format!("cannot bind API socket {shown}: {e}"))
+}
+
+/// Serves the API until `cancel`, then removes the socket file.
+pub async fn serve(
+    listener: UnixListener,
+    path: PathBuf,
+    service: ApiService,
+    cancel: CancellationToken,
+) -> Result<(), String> {
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(nexd_common::api::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| format!("reflection: {e}"))?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(nexd_common::api::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| format!("reflection: {e}"))?;
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let result = tonic::transport::Server::builder()
+        .add_service(NexdServer::new(service))
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .serve_with_incoming_shutdown(incoming, cancel.cancelled())
+        .await;
+    let _ = std::fs::remove_file(&path);
+    result.map_err(|e| format!("API server: {e}"))
+}
