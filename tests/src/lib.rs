@@ -3,6 +3,8 @@
 
 pub mod netns;
 pub mod nexd;
+pub mod pair;
+pub mod reflection;
 pub mod traffic;
 
 use std::time::{Duration, Instant};

@@ -102,14 +102,23 @@ impl Default for Scratch {
 /// A copy of nexd that any user can execute, made once per test process: copying per test
 /// races with other threads' fork/exec and fails with ETXTBSY.
 pub fn shared_nexd_bin() -> PathBuf {
-    static BIN: std::sync::OnceLock<(Scratch, PathBuf)> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
+    shared_bin("nexd")
+}
+
+/// A world-executable copy of a workspace binary (`nexd` or `nexctl`), made once.
+pub fn shared_bin(name: &str) -> PathBuf {
+    static DIR: std::sync::OnceLock<(Scratch, PathBuf, PathBuf)> = std::sync::OnceLock::new();
+    let (_, nexd, nexctl) = DIR.get_or_init(|| {
         let s = Scratch::new();
-        let p = s.install_bin(&workspace_bin("nexd"));
-        (s, p)
-    })
-    .1
-    .clone()
+        let a = s.install_bin(&workspace_bin("nexd"));
+        let b = s.install_bin(&workspace_bin("nexctl"));
+        (s, a, b)
+    });
+    match name {
+        "nexd" => nexd.clone(),
+        "nexctl" => nexctl.clone(),
+        other => panic!("no shared copy of {other}"),
+    }
 }
 
 /// One `[Peer]` entry for a config.

@@ -689,6 +689,15 @@ impl Engine {
                 let r = self.wg.add_peer(&peer, endpoint).map_err(EngineError::from);
                 if r.is_ok() {
                     info!(peer = %peer.public_key, "peer added");
+                    if peer.persistent_keepalive.is_some() {
+                        let mut io = Io {
+                            udp: &self.udp,
+                            backlog: &mut self.backlog,
+                            device: &mut self.stack.device,
+                            dropped: &mut self.counters.udp_send_dropped,
+                        };
+                        self.wg.initiate(&peer.public_key, &mut io);
+                    }
                 }
                 let _ = reply.send(r);
             }

@@ -161,6 +161,20 @@ impl WgDevice {
         Ok(())
     }
 
+    /// Starts a handshake with `key` now, if its endpoint is known. Used when a peer with a
+    /// keepalive is added at runtime, so it is reachable at once, as wireguard-go does.
+    pub fn initiate(&mut self, key: &Key, io: &mut impl WgIo) {
+        let Some(peer) = self.by_key.get(&key.0).and_then(|i| self.peers.get_mut(i)) else {
+            return;
+        };
+        let Some(ep) = peer.endpoint else { return };
+        if let TunnResult::WriteToNetwork(out) =
+            peer.tunn.format_handshake_initiation(&mut self.scratch, false)
+        {
+            io.send_datagram(ep, out);
+        }
+    }
+
     /// Removes a peer; returns whether it existed.
     pub fn remove_peer(&mut self, key: &Key) -> bool {
         let Some(index) = self.by_key.remove(&key.0) else {

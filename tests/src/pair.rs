@@ -1,0 +1,141 @@
+//! Two nexd nodes peered over loopback, each with its own state dir and API socket:
+//! A = 100.100.0.1 / fd00::1, B = 100.100.0.2 / fd00::2.
+
+use crate::free_port;
+use crate::nexd::{config, Keypair, Launch, Nexd, PeerSpec, Scratch};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// One node's files and (when running) process.
+pub struct Node {
+    /// Log/test name.
+    pub name: String,
+    /// Config file.
+    pub conf: PathBuf,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// API socket.
+    pub socket: PathBuf,
+    /// Keys.
+    pub keys: Keypair,
+    /// WireGuard UDP port.
+    pub wg_port: u16,
+    /// The running process.
+    pub nexd: Option<Nexd>,
+}
+
+/// Two nodes.
+pub struct Pair {
+    /// Egress side.
+    pub a: Node,
+    /// Ingress side.
+    pub b: Node,
+    /// Where everything lives.
+    pub scratch: Scratch,
+}
+
+fn node_dir(scratch: &Scratch, name: &str) -> PathBuf {
+    let dir = scratch.path().join(name);
+    std::fs::create_dir(&dir).expect("node dir");
+    if crate::is_root() {
+        // nexd runs as nobody and must create its state dir and socket here.
+        std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).expect("chown");
+    }
+    dir
+}
+
+impl Pair {
+    /// Writes both configs; `b_knows_a` = whether B's config lists A as a peer.
+    pub fn new(b_knows_a: bool) -> Pair {
+        let scratch = Scratch::new();
+        let (ka, kb) = (Keypair::generate(), Keypair::generate());
+        let (pa, pb) = (free_port(), free_port());
+        let a_peer = [PeerSpec {
+            public: &kb.public,
+            allowed_ips: "100.100.0.2/32, fd00::2/128",
+            endpoint: Some(format!("127.0.0.1:{pb}")),
+        }];
+        let b_peer = [PeerSpec {
+            public: &ka.public,
+            allowed_ips: "100.100.0.1/32, fd00::1/128",
+            endpoint: Some(format!("127.0.0.1:{pa}")),
+        }];
+        let ca = scratch.write("a.conf", &config(&ka.private, "100.100.0.1/32, fd00::1/128", pa, &a_peer));
+        let cb = scratch.write(
+            "b.conf",
+            &config(&kb.private, "100.100.0.2/32, fd00::2/128", pb, if b_knows_a { &b_peer } else { &[] }),
+        );
+        let mk = |name: &str, conf: PathBuf, keys: Keypair, wg_port: u16| {
+            let dir = node_dir(&scratch, name);
+            Node {
+                name: name.to_string(),
+                conf,
+                state_dir: dir.join("state"),
+                socket: dir.join("nexd.sock"),
+                keys,
+                wg_port,
+                nexd: None,
+            }
+        };
+        let a = mk("a", ca, ka, pa);
+        let b = mk("b", cb, kb, pb);
+        Pair { a, b, scratch }
+    }
+}
+
+impl Node {
+    /// Starts nexd with `extra` proxy arguments and waits until it runs.
+    pub fn start(&mut self, scratch: &Scratch, extra: &[String]) {
+        let mut args = vec![
+            "--state-dir".to_string(),
+            self.state_dir.display().to_string(),
+            "--unix-socket".into(),
+            self.socket.display().to_string(),
+            "proxy".into(),
+            "--config".into(),
+            self.conf.display().to_string(),
+        ];
+        args.extend(extra.iter().cloned());
+        let mut n = Nexd::start(scratch, &self.name, &args, &Launch::default_user());
+        n.wait_for_log("nexd proxy running", Duration::from_secs(10));
+        self.nexd = Some(n);
+    }
+
+    /// The running process.
+    pub fn proc(&mut self) -> &mut Nexd {
+        self.nexd.as_mut().expect("node not started")
+    }
+
+    /// Runs `nexctl --unix-socket <socket> <args>`: (exit code, stdout, stderr).
+    pub fn nexctl(&self, args: &[&str]) -> (i32, String, String) {
+        nexctl_as(None, &self.socket, args)
+    }
+}
+
+/// Runs nexctl, optionally as another user (via setpriv).
+pub fn nexctl_as(user: Option<&str>, socket: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let bin = crate::nexd::shared_bin("nexctl");
+    let mut cmd = match user {
+        Some(u) => {
+            let mut c = Command::new("setpriv");
+            c.args([&format!("--reuid={u}"), &format!("--regid={u}"), "--clear-groups", "--"]);
+            c.arg(&bin);
+            c
+        }
+        None => Command::new(&bin),
+    };
+    let out = cmd
+        .arg("--unix-socket")
+        .arg(socket)
+        .args(args)
+        .env_remove("NEXD_UNIX_SOCKET")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run nexctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
