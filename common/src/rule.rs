@@ -236,8 +236,8 @@ mod tests {
             any::<bool>(),
             1u16..,
             prop_oneof![
-                any::<[u8; 4]>().prop_map(|b| IpAddr::from(b)),
-                any::<[u8; 16]>().prop_map(|b| IpAddr::from(b)),
+                any::<[u8; 4]>().prop_map(IpAddr::from),
+                any::<[u8; 16]>().prop_map(IpAddr::from),
             ],
             1u16..,
         )

@@ -197,7 +197,7 @@ impl WgDevice {
             .flat_map(|(&i, p)| p.allowed_ips.iter().map(move |n| (n.trunc(), i)))
             .collect();
         self.routes
-            .sort_by(|a, b| b.0.prefix_len().cmp(&a.0.prefix_len()));
+            .sort_by_key(|r| std::cmp::Reverse(r.0.prefix_len()));
     }
 
     /// The peer whose AllowedIPs contain `dst` with the longest prefix.
