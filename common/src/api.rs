@@ -5,7 +5,8 @@
 tonic::include_proto!("nexd.v1");
 
 /// Encoded file descriptor set, for gRPC server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/nexd_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/nexd_descriptor.bin"));
 
 use crate::rule::{Direction as DomainDirection, ProxyRule as DomainRule, RuleError};
 

@@ -6,7 +6,14 @@ use std::net::IpAddr;
 
 /// Keys wg-quick understands for the kernel interface; meaningless in userspace, so ignored.
 const WG_QUICK_ONLY_KEYS: &[&str] = &[
-    "dns", "table", "preup", "postup", "predown", "postdown", "saveconfig", "fwmark",
+    "dns",
+    "table",
+    "preup",
+    "postup",
+    "predown",
+    "postdown",
+    "saveconfig",
+    "fwmark",
 ];
 
 /// The node's own WireGuard identity and its peers.
@@ -160,7 +167,9 @@ fn set_once<T>(slot: &mut Option<T>, v: T, line: usize, key: &str) -> Result<(),
 /// Checks that an endpoint looks like `host:port` or `[v6]:port` with a valid port.
 fn check_endpoint(line: usize, value: &str) -> Result<String, ConfigError> {
     let bad = |why: &str| invalid(line, "Endpoint", value, why);
-    let (host, port) = value.rsplit_once(':').ok_or_else(|| bad("expected host:port"))?;
+    let (host, port) = value
+        .rsplit_once(':')
+        .ok_or_else(|| bad("expected host:port"))?;
     if host.is_empty() {
         return Err(bad("empty host"));
     }
@@ -233,17 +242,23 @@ impl NetworkConfig {
                     })
                 }
                 Some(Section::Interface) => match lower.as_str() {
-                    "privatekey" => {
-                        set_once(&mut iface.private_key, parse_key(line, key, value)?, line, key)?
-                    }
+                    "privatekey" => set_once(
+                        &mut iface.private_key,
+                        parse_key(line, key, value)?,
+                        line,
+                        key,
+                    )?,
                     "address" => {
                         let mut list = iface.addresses.take().unwrap_or_default();
                         list.extend(parse_cidrs(line, key, value)?);
                         iface.addresses = Some(list);
                     }
-                    "listenport" => {
-                        set_once(&mut iface.listen_port, parse_num(line, key, value)?, line, key)?
-                    }
+                    "listenport" => set_once(
+                        &mut iface.listen_port,
+                        parse_num(line, key, value)?,
+                        line,
+                        key,
+                    )?,
                     "mtu" => {
                         let mtu: u16 = parse_num(line, key, value)?;
                         if !(576..=9000).contains(&mtu) {
@@ -264,15 +279,20 @@ impl NetworkConfig {
                     "publickey" => {
                         set_once(&mut p.public_key, parse_key(line, key, value)?, line, key)?
                     }
-                    "presharedkey" => {
-                        set_once(&mut p.preshared_key, parse_key(line, key, value)?, line, key)?
-                    }
+                    "presharedkey" => set_once(
+                        &mut p.preshared_key,
+                        parse_key(line, key, value)?,
+                        line,
+                        key,
+                    )?,
                     "allowedips" => {
                         let mut list = p.allowed_ips.take().unwrap_or_default();
                         list.extend(parse_cidrs(line, key, value)?);
                         p.allowed_ips = Some(list);
                     }
-                    "endpoint" => set_once(&mut p.endpoint, check_endpoint(line, value)?, line, key)?,
+                    "endpoint" => {
+                        set_once(&mut p.endpoint, check_endpoint(line, value)?, line, key)?
+                    }
                     "persistentkeepalive" => {
                         let v: u16 = if value.eq_ignore_ascii_case("off") {
                             0
@@ -381,10 +401,19 @@ mod tests {
     fn every_error_names_line_and_value() {
         let iface = format!("[Interface]\nPrivateKey = {K1}\nAddress = 10.0.0.1/32\n");
         let cases: Vec<(String, &str)> = vec![
-            (format!("{iface}Bogus = 1\n"), "line 4: unknown key \"Bogus\""),
-            (format!("{iface}garbage\n"), "line 4: cannot parse \"garbage\""),
+            (
+                format!("{iface}Bogus = 1\n"),
+                "line 4: unknown key \"Bogus\"",
+            ),
+            (
+                format!("{iface}garbage\n"),
+                "line 4: cannot parse \"garbage\"",
+            ),
             (format!("{iface}[Nope]\n"), "line 4: unknown section [Nope]"),
-            ("Address = 1.2.3.4\n".into(), "line 1: Address appears before"),
+            (
+                "Address = 1.2.3.4\n".into(),
+                "line 1: Address appears before",
+            ),
             (
                 "[Interface]\nPrivateKey = abc\n".into(),
                 "line 2: invalid PrivateKey \"abc\"",
@@ -393,15 +422,39 @@ mod tests {
                 format!("[Interface]\nPrivateKey = {K1}\nAddress = 10.0.0.300/32\n"),
                 "line 3: invalid Address \"10.0.0.300/32\"",
             ),
-            (format!("{iface}ListenPort = 70000\n"), "line 4: invalid ListenPort \"70000\""),
+            (
+                format!("{iface}ListenPort = 70000\n"),
+                "line 4: invalid ListenPort \"70000\"",
+            ),
             (format!("{iface}MTU = 10\n"), "line 4: invalid MTU \"10\""),
-            (format!("{iface}[Peer]\nAllowedIPs = 10.0.0.2/32\n"), "missing PublicKey in [Peer] (section starting at line 4)"),
-            (format!("{iface}[Peer]\nPublicKey = {K2}\nEndpoint = nope\n"), "line 6: invalid Endpoint \"nope\""),
-            (format!("{iface}[Peer]\nPublicKey = {K2}\nEndpoint = fd00::1:5\n"), "line 6: invalid Endpoint"),
-            (format!("{iface}[Peer]\nPublicKey = {K2}\nPublicKey = {K2}\n"), "line 6: PublicKey given twice"),
-            (format!("{iface}[Peer]\nPublicKey = {K2}\nPersistentKeepalive = x\n"), "line 6: invalid PersistentKeepalive"),
-            ("[Interface]\nAddress = 10.0.0.1\n".into(), "missing PrivateKey in [Interface]"),
-            (format!("[Interface]\nPrivateKey = {K1}\n"), "missing Address in [Interface]"),
+            (
+                format!("{iface}[Peer]\nAllowedIPs = 10.0.0.2/32\n"),
+                "missing PublicKey in [Peer] (section starting at line 4)",
+            ),
+            (
+                format!("{iface}[Peer]\nPublicKey = {K2}\nEndpoint = nope\n"),
+                "line 6: invalid Endpoint \"nope\"",
+            ),
+            (
+                format!("{iface}[Peer]\nPublicKey = {K2}\nEndpoint = fd00::1:5\n"),
+                "line 6: invalid Endpoint",
+            ),
+            (
+                format!("{iface}[Peer]\nPublicKey = {K2}\nPublicKey = {K2}\n"),
+                "line 6: PublicKey given twice",
+            ),
+            (
+                format!("{iface}[Peer]\nPublicKey = {K2}\nPersistentKeepalive = x\n"),
+                "line 6: invalid PersistentKeepalive",
+            ),
+            (
+                "[Interface]\nAddress = 10.0.0.1\n".into(),
+                "missing PrivateKey in [Interface]",
+            ),
+            (
+                format!("[Interface]\nPrivateKey = {K1}\n"),
+                "missing Address in [Interface]",
+            ),
             ("".into(), "exactly one [Interface] section, found 0"),
             (format!("{iface}{iface}"), "found 2"),
         ];

@@ -66,7 +66,10 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(root.state_dir(), PathBuf::from("/var/lib/nexd"));
-        assert_eq!(root.unix_socket(&root.state_dir()), PathBuf::from("/run/nexd.sock"));
+        assert_eq!(
+            root.unix_socket(&root.state_dir()),
+            PathBuf::from("/run/nexd.sock")
+        );
         let user = PathEnv {
             home: Some("/home/u".into()),
             ..Default::default()
@@ -83,6 +86,9 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(xdg.state_dir(), PathBuf::from("/x/state/nexd"));
-        assert_eq!(xdg.unix_socket(&xdg.state_dir()), PathBuf::from("/run/user/1000/nexd.sock"));
+        assert_eq!(
+            xdg.unix_socket(&xdg.state_dir()),
+            PathBuf::from("/run/user/1000/nexd.sock")
+        );
     }
 }

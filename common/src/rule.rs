@@ -48,7 +48,9 @@ pub struct ProxyRule {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RuleError {
     /// Fewer than four `:`-separated fields.
-    #[error("rule {0:?} has too few fields: expected protocol:port:destination_ip:destination_port")]
+    #[error(
+        "rule {0:?} has too few fields: expected protocol:port:destination_ip:destination_port"
+    )]
     TooFewFields(String),
     /// Protocol is neither tcp nor udp.
     #[error("unknown protocol {0:?}: expected tcp or udp")]

@@ -91,7 +91,12 @@ pub enum PeersCommand {
         #[arg(long, value_name = "KEY")]
         public_key: String,
         /// Comma-separated CIDRs
-        #[arg(long, value_name = "CIDR[,CIDR]", value_delimiter = ',', required = true)]
+        #[arg(
+            long,
+            value_name = "CIDR[,CIDR]",
+            value_delimiter = ',',
+            required = true
+        )]
         allowed_ips: Vec<String>,
         /// host:port or [v6]:port
         #[arg(long, value_name = "HOST:PORT")]

@@ -27,7 +27,9 @@ pub async fn connect(path: &Path) -> Result<NexdClient<Channel>, Failure> {
     let channel = Endpoint::from_static("http://nexd.sock")
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+            }
         }))
         .await
         .map_err(|e| unreachable(e.to_string()))?;
@@ -42,5 +44,12 @@ pub fn failure(s: tonic::Status) -> Failure {
         _ => 1,
     };
     let msg = s.message().lines().next().unwrap_or("").to_string();
-    Failure::new(code, if msg.is_empty() { format!("{:?}", s.code()) } else { msg })
+    Failure::new(
+        code,
+        if msg.is_empty() {
+            format!("{:?}", s.code())
+        } else {
+            msg
+        },
+    )
 }

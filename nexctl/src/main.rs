@@ -35,7 +35,9 @@ impl Failure {
 }
 
 fn default_socket() -> PathBuf {
-    let is_root = std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);
+    let is_root = std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false);
     let env = PathEnv::from_process(is_root);
     let state_dir = std::env::var_os("NEXD_STATE_DIR")
         .map(PathBuf::from)
@@ -47,7 +49,12 @@ fn rule_arg(arg: &RuleArg) -> Result<ProxyRule, Failure> {
     let (direction, flag, text) = match (&arg.ingress, &arg.egress) {
         (Some(r), None) => (Direction::Ingress, "--ingress", r),
         (None, Some(r)) => (Direction::Egress, "--egress", r),
-        _ => return Err(Failure::new(EX_USAGE, "give exactly one of --ingress or --egress")),
+        _ => {
+            return Err(Failure::new(
+                EX_USAGE,
+                "give exactly one of --ingress or --egress",
+            ))
+        }
     };
     let rule: Rule = text
         .parse()
@@ -88,7 +95,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         },
                 } => std::fs::read_to_string(f)
                     .map(|s| s.trim().to_string())
-                    .map_err(|e| Failure::new(EX_DATAERR, format!("cannot read preshared key file {}: {e}", f.display())))?,
+                    .map_err(|e| {
+                        Failure::new(
+                            EX_DATAERR,
+                            format!("cannot read preshared key file {}: {e}", f.display()),
+                        )
+                    })?,
                 _ => String::new(),
             };
             let mut c = client::connect(&socket).await?;
@@ -96,16 +108,20 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 NexdCommand::Proxy { command } => match command {
                     ProxyCommand::Add(_) => {
                         let r = rule.ok_or_else(|| Failure::new(EX_USAGE, "missing rule"))?;
-                        c.add_proxy_rule(api::AddProxyRuleRequest { rule: Some(r.into()) })
-                            .await
-                            .map_err(client::failure)?;
+                        c.add_proxy_rule(api::AddProxyRuleRequest {
+                            rule: Some(r.into()),
+                        })
+                        .await
+                        .map_err(client::failure)?;
                         output::done(out, "added", &r);
                     }
                     ProxyCommand::Remove(_) => {
                         let r = rule.ok_or_else(|| Failure::new(EX_USAGE, "missing rule"))?;
-                        c.remove_proxy_rule(api::RemoveProxyRuleRequest { rule: Some(r.into()) })
-                            .await
-                            .map_err(client::failure)?;
+                        c.remove_proxy_rule(api::RemoveProxyRuleRequest {
+                            rule: Some(r.into()),
+                        })
+                        .await
+                        .map_err(client::failure)?;
                         output::done(out, "removed", &r);
                     }
                     ProxyCommand::List => {
@@ -188,7 +204,10 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("nexctl: cannot start runtime: {e}");

@@ -101,12 +101,19 @@ pub fn status(out: Output, s: &api::GetStatusResponse) {
             println!(
                 "{:<12} {}",
                 "dropped:",
-                if nonzero.is_empty() { "none".to_string() } else { nonzero.join(" ") }
+                if nonzero.is_empty() {
+                    "none".to_string()
+                } else {
+                    nonzero.join(" ")
+                }
             );
         }
         Output::Json => {
-            let counters: serde_json::Map<String, serde_json::Value> =
-                s.counters.iter().map(|c| (c.name.clone(), json!(c.value))).collect();
+            let counters: serde_json::Map<String, serde_json::Value> = s
+                .counters
+                .iter()
+                .map(|c| (c.name.clone(), json!(c.value)))
+                .collect();
             println!(
                 "{}",
                 json!({
@@ -135,7 +142,11 @@ pub fn peers(out: Output, peers: &[api::Peer]) {
                 .map(|p| {
                     [
                         p.public_key.clone(),
-                        if p.endpoint.is_empty() { "-".into() } else { p.endpoint.clone() },
+                        if p.endpoint.is_empty() {
+                            "-".into()
+                        } else {
+                            p.endpoint.clone()
+                        },
                         p.allowed_ips.join(","),
                         p.latest_handshake_seconds_ago
                             .map(|s| format!("{} ago", human_duration(s)))
@@ -145,7 +156,14 @@ pub fn peers(out: Output, peers: &[api::Peer]) {
                     ]
                 })
                 .collect();
-            let header = ["PUBLIC KEY", "ENDPOINT", "ALLOWED IPS", "LATEST HANDSHAKE", "RX", "TX"];
+            let header = [
+                "PUBLIC KEY",
+                "ENDPOINT",
+                "ALLOWED IPS",
+                "LATEST HANDSHAKE",
+                "RX",
+                "TX",
+            ];
             let mut widths = header.map(str::len);
             for r in &rows {
                 for (w, c) in widths.iter_mut().zip(r) {

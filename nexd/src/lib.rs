@@ -1,7 +1,7 @@
 //! nexd as a library: the engine and the proxy runner, used by the binary and by tests.
 
+pub mod api;
 pub mod cli;
 pub mod engine;
 pub mod proxy;
-pub mod api;
 pub mod state;

@@ -14,7 +14,9 @@ const EX_UNAVAILABLE: u8 = 69;
 fn init_logging(level: Option<&str>) -> Result<(), String> {
     use tracing_subscriber::EnvFilter;
     let filter = match std::env::var("RUST_LOG") {
-        Ok(v) if !v.is_empty() => EnvFilter::try_new(&v).map_err(|e| format!("invalid RUST_LOG {v:?}: {e}"))?,
+        Ok(v) if !v.is_empty() => {
+            EnvFilter::try_new(&v).map_err(|e| format!("invalid RUST_LOG {v:?}: {e}"))?
+        }
         _ => {
             let l = level.unwrap_or("info");
             // A bare level applies to nexd only; dependencies stay at warn.
@@ -25,7 +27,10 @@ fn init_logging(level: Option<&str>) -> Result<(), String> {
             };
             let valid = ["error", "warn", "info", "debug", "trace", "off"];
             if !l.contains('=') && !valid.contains(&l.to_ascii_lowercase().as_str()) {
-                return Err(format!("invalid --log-level {l:?}: expected one of {}", valid.join(", ")));
+                return Err(format!(
+                    "invalid --log-level {l:?}: expected one of {}",
+                    valid.join(", ")
+                ));
             }
             EnvFilter::try_new(&spec).map_err(|e| format!("invalid --log-level {l:?}: {e}"))?
         }
@@ -54,7 +59,10 @@ fn main() -> ExitCode {
             ExitCode::from(EX_UNAVAILABLE)
         }
         cli::Command::Proxy(args) => {
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("nexd: cannot start runtime: {e}");

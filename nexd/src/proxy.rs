@@ -2,14 +2,14 @@
 
 use crate::api::{self, ApiService, RuntimeState};
 use crate::cli::ProxyArgs;
+use crate::engine::{self, EngineConfig, Tunables};
 use crate::state::{State, StateStore};
 use nexd_common::paths::PathEnv;
+use nexd_common::{Direction, NetworkConfig, ProxyRule, Rule};
 use nexd_common::{Key, PeerConfig};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use crate::engine::{self, EngineConfig, Tunables};
-use nexd_common::{Direction, NetworkConfig, ProxyRule, Rule};
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -62,12 +62,18 @@ pub fn parse_rules(args: &ProxyArgs) -> Result<Vec<ProxyRule>, Fatal> {
 /// Reads and parses the configuration file.
 pub fn load_config(path: &std::path::Path) -> Result<NetworkConfig, Fatal> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        fatal(EX_NOINPUT, format!("cannot read config {}: {e}", path.display()))
+        fatal(
+            EX_NOINPUT,
+            format!("cannot read config {}: {e}", path.display()),
+        )
     })?;
     let cfg = NetworkConfig::parse(&text)
         .map_err(|e| fatal(EX_CONFIG, format!("config {}: {e}", path.display())))?;
     for (line, key) in &cfg.ignored {
-        warn!("config {}: line {line}: {key} is for the kernel interface; ignored", path.display());
+        warn!(
+            "config {}: line {line}: {key} is for the kernel interface; ignored",
+            path.display()
+        );
     }
     Ok(cfg)
 }
@@ -104,7 +110,9 @@ pub struct Paths {
 impl Paths {
     /// Applies the documented defaults to what the flags left unset.
     pub fn resolve(state_dir: Option<PathBuf>, unix_socket: Option<PathBuf>) -> Paths {
-        let is_root = std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);
+        let is_root = std::fs::metadata("/proc/self")
+            .map(|m| m.uid() == 0)
+            .unwrap_or(false);
         let env = PathEnv::from_process(is_root);
         let state_dir = state_dir.unwrap_or_else(|| env.state_dir());
         let unix_socket = unix_socket.unwrap_or_else(|| env.unix_socket(&state_dir));
@@ -167,7 +175,8 @@ impl Drop for RemoveOnDrop {
 pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
     let mut rules = parse_rules(&args)?;
     let mut network = load_config(&args.config)?;
-    let store = StateStore::open(&paths.state_dir).map_err(|e| fatal(EX_CANTCREAT, e.to_string()))?;
+    let store =
+        StateStore::open(&paths.state_dir).map_err(|e| fatal(EX_CANTCREAT, e.to_string()))?;
     let state = store.load().map_err(|e| fatal(EX_CONFIG, e.to_string()))?;
     merge_state(&state, &mut network, &mut rules)?;
     let endpoints = resolve_endpoints(&network)?;
@@ -205,7 +214,9 @@ pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
         cancel.clone(),
     ));
     match handle.status().await {
-        Ok(st) => info!(public_key = %st.public_key, %listen_addr, peers = st.peers.len(), rules = st.rules.len(), "nexd proxy running"),
+        Ok(st) => {
+            info!(public_key = %st.public_key, %listen_addr, peers = st.peers.len(), rules = st.rules.len(), "nexd proxy running")
+        }
         Err(e) => return Err(fatal(1, e.to_string())),
     }
     wait_for_signal(&cancel).await;
@@ -222,8 +233,10 @@ pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
 
 async fn wait_for_signal(cancel: &CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         cancel.cancelled().await;
         return;
     };

@@ -99,7 +99,11 @@ impl StateStore {
             source,
         };
         if !dir.exists() {
-            DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io)?;
         }
         Ok(StateStore {
             dir: dir.to_path_buf(),
@@ -161,6 +165,10 @@ impl StateStore {
 
 /// Parses and validates state JSON.
 pub fn parse(text: &str) -> Result<State, String> {
+    // serde would also accept a JSON array as a struct; the format is an object.
+    if !text.trim_start().starts_with('{') {
+        return Err("expected a JSON object".into());
+    }
     let state: State = serde_json::from_str(text).map_err(|e| e.to_string())?;
     if state.version != 1 {
         return Err(format!("unsupported version {}", state.version));
@@ -207,7 +215,13 @@ mod tests {
     fn corrupt_file_is_an_error_naming_it() {
         let tmp = tempfile::tempdir().unwrap();
         let store = StateStore::open(tmp.path()).unwrap();
-        for bad in ["{", "[]", "{\"rules\":[\"sideways x\"]}", "{\"version\":9}", "{\"bogus\":1}"] {
+        for bad in [
+            "{",
+            "[]",
+            "{\"rules\":[\"sideways x\"]}",
+            "{\"version\":9}",
+            "{\"bogus\":1}",
+        ] {
             fs::write(store.path(), bad).unwrap();
             let e = store.load().unwrap_err().to_string();
             assert!(e.contains(&store.path().display().to_string()), "{e}");

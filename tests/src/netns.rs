@@ -1,7 +1,7 @@
 //! Network namespaces joined by a veth pair, and a wireguard-go peer inside one of them.
 //! Everything is deleted on drop; only processes started here are killed.
 
-use crate::{wait_until, have, is_root};
+use crate::{have, is_root, wait_until};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -33,7 +33,9 @@ pub fn sh(args: &[&str]) -> Result<String, String> {
 /// Why namespace tests cannot run here, if they cannot.
 pub fn unavailable() -> Option<String> {
     if !is_root() {
-        return Some("needs root for network namespaces (run the suite as root, as .ci/run does)".into());
+        return Some(
+            "needs root for network namespaces (run the suite as root, as .ci/run does)".into(),
+        );
     }
     for p in ["ip", "wireguard-go", "wg", "setpriv"] {
         if !have(p) {
@@ -103,14 +105,40 @@ impl NetPair {
         let n = unique();
         let (va, vb) = (format!("nxa{n}"), format!("nxb{n}"));
         let subnet = n % 250 + 1;
-        sh(&["ip", "link", "add", &va, "netns", &a.name, "type", "veth", "peer", "name", &vb, "netns", &b.name])?;
+        sh(&[
+            "ip", "link", "add", &va, "netns", &a.name, "type", "veth", "peer", "name", &vb,
+            "netns", &b.name,
+        ])?;
         let a_addr = format!("10.199.{subnet}.1");
         let b_addr = format!("10.199.{subnet}.2");
-        sh(&["ip", "-n", &a.name, "addr", "add", &format!("{a_addr}/24"), "dev", &va])?;
-        sh(&["ip", "-n", &b.name, "addr", "add", &format!("{b_addr}/24"), "dev", &vb])?;
+        sh(&[
+            "ip",
+            "-n",
+            &a.name,
+            "addr",
+            "add",
+            &format!("{a_addr}/24"),
+            "dev",
+            &va,
+        ])?;
+        sh(&[
+            "ip",
+            "-n",
+            &b.name,
+            "addr",
+            "add",
+            &format!("{b_addr}/24"),
+            "dev",
+            &vb,
+        ])?;
         sh(&["ip", "-n", &a.name, "link", "set", &va, "up"])?;
         sh(&["ip", "-n", &b.name, "link", "set", &vb, "up"])?;
-        Ok(NetPair { a, b, a_addr, b_addr })
+        Ok(NetPair {
+            a,
+            b,
+            a_addr,
+            b_addr,
+        })
     }
 }
 
@@ -153,15 +181,28 @@ impl WgGoPeer {
             ns: ns.name.clone(),
         };
         let sock = format!("/var/run/wireguard/{iface}.sock");
-        if !wait_until(Duration::from_secs(10), || std::path::Path::new(&sock).exists()) {
+        if !wait_until(Duration::from_secs(10), || {
+            std::path::Path::new(&sock).exists()
+        }) {
             return Err("wireguard-go did not create its UAPI socket".into());
         }
         let keyfile = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
         std::fs::write(keyfile.path(), private_key).map_err(|e| e.to_string())?;
         let keypath = keyfile.path().display().to_string();
         ns.run(&[
-            "wg", "set", &iface, "private-key", &keypath, "listen-port", &port.to_string(),
-            "peer", peer_public, "allowed-ips", peer_allowed, "endpoint", peer_endpoint,
+            "wg",
+            "set",
+            &iface,
+            "private-key",
+            &keypath,
+            "listen-port",
+            &port.to_string(),
+            "peer",
+            peer_public,
+            "allowed-ips",
+            peer_allowed,
+            "endpoint",
+            peer_endpoint,
         ])?;
         ns.run(&["ip", "addr", "add", address, "dev", &iface])?;
         ns.run(&["ip", "link", "set", &iface, "up"])?;
@@ -173,9 +214,18 @@ impl WgGoPeer {
 
     /// `wg show <iface> latest-handshakes` reports a handshake.
     pub fn has_handshake(&self) -> bool {
-        sh(&["ip", "netns", "exec", &self.ns, "wg", "show", &self.iface, "latest-handshakes"])
-            .map(|o| o.split_whitespace().nth(1).is_some_and(|t| t != "0"))
-            .unwrap_or(false)
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.ns,
+            "wg",
+            "show",
+            &self.iface,
+            "latest-handshakes",
+        ])
+        .map(|o| o.split_whitespace().nth(1).is_some_and(|t| t != "0"))
+        .unwrap_or(false)
     }
 }
 

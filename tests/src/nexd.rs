@@ -137,7 +137,10 @@ pub fn config(private: &str, address: &str, listen_port: u16, peers: &[PeerSpec]
         "[Interface]\nPrivateKey = {private}\nAddress = {address}\nListenPort = {listen_port}\n"
     );
     for p in peers {
-        s += &format!("\n[Peer]\nPublicKey = {}\nAllowedIPs = {}\n", p.public, p.allowed_ips);
+        s += &format!(
+            "\n[Peer]\nPublicKey = {}\nAllowedIPs = {}\n",
+            p.public, p.allowed_ips
+        );
         if let Some(ep) = &p.endpoint {
             s += &format!("Endpoint = {ep}\n");
         }
@@ -181,15 +184,24 @@ impl Nexd {
         }
         if launch.unprivileged {
             cmd.extend(
-                ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
-                    .map(String::from),
+                [
+                    "setpriv",
+                    "--reuid=nobody",
+                    "--regid=nogroup",
+                    "--clear-groups",
+                    "--",
+                ]
+                .map(String::from),
             );
         }
         cmd.push(bin.display().to_string());
         cmd.extend(args.iter().cloned());
         let child = Command::new(&cmd[0])
             .args(&cmd[1..])
-            .env("NEXD_LOG_LEVEL", std::env::var("E2E_NEXD_LOG").unwrap_or("debug".into()))
+            .env(
+                "NEXD_LOG_LEVEL",
+                std::env::var("E2E_NEXD_LOG").unwrap_or("debug".into()),
+            )
             .env_remove("RUST_LOG")
             // nobody's HOME is not writable; nothing in proxy mode needs it.
             .env("HOME", scratch.path())
@@ -249,8 +261,12 @@ impl Drop for Nexd {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             if matches!(c.try_wait(), Ok(None)) {
-                let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-                if !wait_until(Duration::from_secs(3), || matches!(c.try_wait(), Ok(Some(_)))) {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &c.id().to_string()])
+                    .status();
+                if !wait_until(Duration::from_secs(3), || {
+                    matches!(c.try_wait(), Ok(Some(_)))
+                }) {
                     let _ = c.kill();
                 }
             }

@@ -61,10 +61,18 @@ impl Pair {
             allowed_ips: "100.100.0.1/32, fd00::1/128",
             endpoint: Some(format!("127.0.0.1:{pa}")),
         }];
-        let ca = scratch.write("a.conf", &config(&ka.private, "100.100.0.1/32, fd00::1/128", pa, &a_peer));
+        let ca = scratch.write(
+            "a.conf",
+            &config(&ka.private, "100.100.0.1/32, fd00::1/128", pa, &a_peer),
+        );
         let cb = scratch.write(
             "b.conf",
-            &config(&kb.private, "100.100.0.2/32, fd00::2/128", pb, if b_knows_a { &b_peer } else { &[] }),
+            &config(
+                &kb.private,
+                "100.100.0.2/32, fd00::2/128",
+                pb,
+                if b_knows_a { &b_peer } else { &[] },
+            ),
         );
         let mk = |name: &str, conf: PathBuf, keys: Keypair, wg_port: u16| {
             let dir = node_dir(&scratch, name);
@@ -114,12 +122,21 @@ impl Node {
 }
 
 /// Runs nexctl, optionally as another user (via setpriv).
-pub fn nexctl_as(user: Option<&str>, socket: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+pub fn nexctl_as(
+    user: Option<&str>,
+    socket: &std::path::Path,
+    args: &[&str],
+) -> (i32, String, String) {
     let bin = crate::nexd::shared_bin("nexctl");
     let mut cmd = match user {
         Some(u) => {
             let mut c = Command::new("setpriv");
-            c.args([&format!("--reuid={u}"), &format!("--regid={u}"), "--clear-groups", "--"]);
+            c.args([
+                &format!("--reuid={u}"),
+                &format!("--regid={u}"),
+                "--clear-groups",
+                "--",
+            ]);
             c.arg(&bin);
             c
         }

@@ -20,7 +20,9 @@ pub fn list_services(socket: &Path) -> Result<Vec<String>, String> {
         let channel = Endpoint::from_static("http://nexd.sock")
             .connect_with_connector(tower::service_fn(move |_: Uri| {
                 let s = socket.clone();
-                async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(s).await?)) }
+                async move {
+                    Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(s).await?))
+                }
             }))
             .await
             .map_err(|e| e.to_string())?;

@@ -80,9 +80,13 @@ pub fn tcp_echo_roundtrip(addr: SocketAddr, len: usize, seed: u64) -> Result<(),
     let mut writer = conn.try_clone().map_err(|e| e.to_string())?;
     let to_send = data.clone();
     let w = thread::spawn(move || -> Result<(), String> {
-        writer.write_all(&to_send).map_err(|e| format!("write: {e}"))?;
+        writer
+            .write_all(&to_send)
+            .map_err(|e| format!("write: {e}"))?;
         // Half-close: the echo must still come back in full.
-        writer.shutdown(Shutdown::Write).map_err(|e| format!("shutdown: {e}"))
+        writer
+            .shutdown(Shutdown::Write)
+            .map_err(|e| format!("shutdown: {e}"))
     });
     let mut got = Vec::with_capacity(len);
     conn.read_to_end(&mut got)

@@ -1,8 +1,8 @@
 //! Bad input makes nexd exit at once, non-zero, with one line naming the problem and the
 //! offending value; never a panic.
 
-use nexd_e2e::nexd::{config, run_to_exit, Keypair, PeerSpec, Scratch};
 use nexd_e2e::free_port;
+use nexd_e2e::nexd::{config, run_to_exit, Keypair, PeerSpec, Scratch};
 use std::time::Duration;
 
 fn valid_config(scratch: &Scratch) -> String {
@@ -38,10 +38,18 @@ fn bad_rules_name_the_value() {
     let s = Scratch::new();
     let c = valid_config(&s);
     for (flag, rule, words) in [
-        ("--egress", "tcp:0:100.100.0.2:80", vec!["\"0\"", "1 to 65535"]),
+        (
+            "--egress",
+            "tcp:0:100.100.0.2:80",
+            vec!["\"0\"", "1 to 65535"],
+        ),
         ("--egress", "tcp:65536:100.100.0.2:80", vec!["\"65536\""]),
         ("--ingress", "tcp:80:127.0.0.1:99999", vec!["\"99999\""]),
-        ("--ingress", "sctp:80:127.0.0.1:80", vec!["\"sctp\"", "tcp or udp"]),
+        (
+            "--ingress",
+            "sctp:80:127.0.0.1:80",
+            vec!["\"sctp\"", "tcp or udp"],
+        ),
         ("--egress", "tcp:80:not-an-ip:80", vec!["\"not-an-ip\""]),
         ("--egress", "tcp:80:100.100.0.2", vec!["too few fields"]),
         ("--egress", "tcp", vec!["too few fields"]),
@@ -134,7 +142,10 @@ fn wireguard_port_already_in_use() {
         .write("c.conf", &config(&k.private, "100.100.0.1/32", port, &[]))
         .display()
         .to_string();
-    expect_failure(&["proxy", "--config", &c], &[&port.to_string(), "WireGuard"]);
+    expect_failure(
+        &["proxy", "--config", &c],
+        &[&port.to_string(), "WireGuard"],
+    );
 }
 
 #[test]
@@ -142,7 +153,13 @@ fn ipv6_rule_without_an_ipv6_tunnel_address() {
     let s = Scratch::new();
     let c = valid_config(&s);
     expect_failure(
-        &["proxy", "--config", &c, "--egress", &format!("tcp:{}:[fd00::2]:80", free_port())],
+        &[
+            "proxy",
+            "--config",
+            &c,
+            "--egress",
+            &format!("tcp:{}:[fd00::2]:80", free_port()),
+        ],
         &["fd00::2", "IPv6"],
     );
 }
@@ -159,7 +176,15 @@ fn bad_log_level_and_agent_mode() {
 fn global_flags_work_before_and_after_the_subcommand() {
     for args in [
         vec!["--state-dir", "/tmp/x", "version"],
-        vec!["version", "--state-dir", "/tmp/x", "--unix-socket", "/tmp/x.sock", "--log-level", "warn"],
+        vec![
+            "version",
+            "--state-dir",
+            "/tmp/x",
+            "--unix-socket",
+            "/tmp/x.sock",
+            "--log-level",
+            "warn",
+        ],
     ] {
         let (code, stderr) = run_to_exit(&args, Duration::from_secs(5));
         assert_eq!(code, Some(0), "{args:?}: {stderr}");

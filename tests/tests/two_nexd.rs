@@ -47,15 +47,29 @@ fn pair(egress: &[String], ingress: &[String]) -> Pair {
         ),
     );
     let args = |conf: &std::path::Path, flag: &str, rules: &[String]| {
-        let mut v = vec!["proxy".to_string(), "--config".into(), conf.display().to_string()];
+        let mut v = vec![
+            "proxy".to_string(),
+            "--config".into(),
+            conf.display().to_string(),
+        ];
         for r in rules {
             v.push(flag.into());
             v.push(r.clone());
         }
         v
     };
-    let mut b = Nexd::start(&scratch, "b", &args(&cb, "--ingress", ingress), &Launch::default_user());
-    let mut a = Nexd::start(&scratch, "a", &args(&ca, "--egress", egress), &Launch::default_user());
+    let mut b = Nexd::start(
+        &scratch,
+        "b",
+        &args(&cb, "--ingress", ingress),
+        &Launch::default_user(),
+    );
+    let mut a = Nexd::start(
+        &scratch,
+        "a",
+        &args(&ca, "--egress", egress),
+        &Launch::default_user(),
+    );
     for _ in ingress {
         b.wait_for_log("rule started", Duration::from_secs(10));
     }
@@ -108,7 +122,11 @@ fn tcp_multi_megabyte_and_fifty_concurrent_connections() {
         .collect();
     for (i, h) in handles.into_iter().enumerate() {
         if let Err(e) = h.join().unwrap() {
-            panic!("connection {i}: {e}\n--- a ---\n{}\n--- b ---\n{}", tail(&p.a.log()), tail(&p.b.log()));
+            panic!(
+                "connection {i}: {e}\n--- a ---\n{}\n--- b ---\n{}",
+                tail(&p.a.log()),
+                tail(&p.b.log())
+            );
         }
     }
     assert!(p.a.log().contains("handshake completed"), "{}", p.a.log());
@@ -144,12 +162,18 @@ fn oversize_udp_datagram_is_dropped_not_truncated() {
     );
     udp_echo_check(local(e), 5, 100).unwrap();
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
     s.send_to(&vec![7u8; 4000], local(e)).unwrap();
     let mut buf = [0u8; 8192];
     match s.recv_from(&mut buf) {
-        Ok((n, _)) => panic!("a {n}-byte reply came back for a 4000-byte datagram larger than the MTU"),
-        Err(e) => assert!(matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)),
+        Ok((n, _)) => {
+            panic!("a {n}-byte reply came back for a 4000-byte datagram larger than the MTU")
+        }
+        Err(e) => assert!(matches!(
+            e.kind(),
+            ErrorKind::WouldBlock | ErrorKind::TimedOut
+        )),
     }
 }
 
@@ -198,7 +222,11 @@ fn refused_destination_closes_the_client_promptly() {
         matches!(r, Ok(0)) || matches!(&r, Err(e) if e.kind() == ErrorKind::ConnectionReset),
         "expected close or reset, got {r:?}"
     );
-    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
 }
 
 #[test]
@@ -213,7 +241,10 @@ fn egress_to_an_address_no_peer_owns_is_refused_promptly() {
         matches!(r, Ok(0)) || matches!(&r, Err(e) if e.kind() == ErrorKind::ConnectionReset),
         "expected close or reset, got {r:?}"
     );
-    assert!(wait_until(Duration::from_secs(5), || p.a.log().contains("no peer's AllowedIPs")));
+    assert!(wait_until(Duration::from_secs(5), || p
+        .a
+        .log()
+        .contains("no peer's AllowedIPs")));
 }
 
 #[test]
@@ -268,7 +299,12 @@ fn garbage_on_the_wireguard_port_does_not_disturb_flows() {
         let _ = junk.send_to(&d, target);
     }
     tcp_echo_roundtrip(local(e), 1 << 20, 6).unwrap();
-    assert!(p.b.terminate(Duration::from_secs(5)).is_some_and(|s| s.success()), "B died or hung:\n{}", p.b.log());
+    assert!(
+        p.b.terminate(Duration::from_secs(5))
+            .is_some_and(|s| s.success()),
+        "B died or hung:\n{}",
+        p.b.log()
+    );
 }
 
 #[test]
@@ -284,8 +320,16 @@ fn sigterm_stops_within_two_seconds() {
     let _open = TcpStream::connect(local(e)).unwrap();
     let start = Instant::now();
     let status = p.a.terminate(Duration::from_secs(5));
-    assert!(status.is_some_and(|s| s.success()), "exit: {status:?}\n{}", p.a.log());
-    assert!(start.elapsed() < Duration::from_secs(2), "took {:?}", start.elapsed());
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit: {status:?}\n{}",
+        p.a.log()
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        start.elapsed()
+    );
     // The egress port is closed with it.
     assert!(TcpStream::connect(local(e)).is_err());
 }

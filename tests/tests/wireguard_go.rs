@@ -51,7 +51,11 @@ fn world(test: &str, rules: &[&str]) -> Option<World> {
             }],
         ),
     );
-    let mut args = vec!["proxy".to_string(), "--config".into(), conf.display().to_string()];
+    let mut args = vec![
+        "proxy".to_string(),
+        "--config".into(),
+        conf.display().to_string(),
+    ];
     args.extend(rules.iter().map(|s| s.to_string()));
     let mut nexd = Nexd::start(
         &scratch,
@@ -106,7 +110,12 @@ fn seed_example_1_ingress_serves_a_local_http_server_to_the_peer() {
     w.net
         .b
         .run(&[
-            "curl", "-sS", "--fail", "--max-time", "30", "-o",
+            "curl",
+            "-sS",
+            "--fail",
+            "--max-time",
+            "30",
+            "-o",
             &out.display().to_string(),
             &format!("http://{NEXD_ADDR}:443/body.bin"),
         ])
@@ -130,10 +139,20 @@ impl Postgres {
             .map(|e| e.path().join("bin"))
             .find(|p| p.join("postgres").exists())
             .ok_or("no postgres binary")?;
-        let dir = tempfile::Builder::new().prefix("nexd-pg-").tempdir().map_err(|e| e.to_string())?;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).map_err(|e| e.to_string())?;
+        let dir = tempfile::Builder::new()
+            .prefix("nexd-pg-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+            .map_err(|e| e.to_string())?;
         let data = dir.path().join("data");
-        let as_pg = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"];
+        let as_pg = [
+            "setpriv",
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--init-groups",
+            "--",
+        ];
         let mut initdb: Vec<String> = as_pg.iter().map(|s| s.to_string()).collect();
         initdb.extend([
             bin.join("initdb").display().to_string(),
@@ -154,8 +173,20 @@ impl Postgres {
             .command("setpriv")
             .args(&as_pg[1..])
             .arg(bin.join("postgres"))
-            .args(["-D", &data.display().to_string(), "-k", &dir.path().display().to_string()])
-            .args(["-c", "listen_addresses=*", "-c", "port=5432", "-c", "fsync=off"])
+            .args([
+                "-D",
+                &data.display().to_string(),
+                "-k",
+                &dir.path().display().to_string(),
+            ])
+            .args([
+                "-c",
+                "listen_addresses=*",
+                "-c",
+                "port=5432",
+                "-c",
+                "fsync=off",
+            ])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -168,8 +199,12 @@ impl Postgres {
 impl Drop for Postgres {
     fn drop(&mut self) {
         // SIGINT is PostgreSQL's fast shutdown; it cleans up its shared memory.
-        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
-        if !wait_until(Duration::from_secs(10), || matches!(self.child.try_wait(), Ok(Some(_)))) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        if !wait_until(Duration::from_secs(10), || {
+            matches!(self.child.try_wait(), Ok(Some(_)))
+        }) {
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
@@ -178,7 +213,10 @@ impl Drop for Postgres {
 
 #[test]
 fn seed_example_2_egress_reaches_a_remote_postgresql_with_psql() {
-    let Some(w) = world("egress_psql", &["--egress", &format!("tcp:5432:{PEER_ADDR}:5432")]) else {
+    let Some(w) = world(
+        "egress_psql",
+        &["--egress", &format!("tcp:5432:{PEER_ADDR}:5432")],
+    ) else {
         return;
     };
     assert_unprivileged(&w.nexd);
@@ -188,8 +226,18 @@ fn seed_example_2_egress_reaches_a_remote_postgresql_with_psql() {
     };
     let psql = |sql: &str| {
         w.net.a.run(&[
-            "psql", "-h", "127.0.0.1", "-p", "5432", "-U", "postgres", "-At", "-v",
-            "ON_ERROR_STOP=1", "-c", sql,
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            "5432",
+            "-U",
+            "postgres",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
         ])
     };
     // PostgreSQL needs a moment to start; poll through the tunnel.
@@ -201,14 +249,21 @@ fn seed_example_2_egress_reaches_a_remote_postgresql_with_psql() {
             false
         }
     });
-    assert!(up, "psql never reached PostgreSQL through nexd: {last}\n{}", w.nexd.log());
+    assert!(
+        up,
+        "psql never reached PostgreSQL through nexd: {last}\n{}",
+        w.nexd.log()
+    );
     psql("create table t (id int primary key, v text)").unwrap();
     psql("insert into t select g, md5(g::text) from generate_series(1, 20000) g").unwrap();
     // Pull ~700 KB back and check it against what PostgreSQL computes itself.
     let rows = psql("select string_agg(v, ',' order by id) from t").unwrap();
     let digest = psql("select md5(string_agg(v, ',' order by id)) from t").unwrap();
     assert_eq!(rows.trim().len(), 20000 * 33 - 1);
-    assert_eq!(format!("{:x}", md5_of(rows.trim().as_bytes())), digest.trim());
+    assert_eq!(
+        format!("{:x}", md5_of(rows.trim().as_bytes())),
+        digest.trim()
+    );
 }
 
 /// Minimal MD5 (RFC 1321) so the test can check PostgreSQL's md5() of what it received.
@@ -228,7 +283,8 @@ fn md5_of(data: &[u8]) -> u128 {
         msg.push(0);
     }
     msg.extend_from_slice(&bits.to_le_bytes());
-    let (mut a0, mut b0, mut c0, mut d0) = (0x67452301u32, 0xefcdab89u32, 0x98badcfeu32, 0x10325476u32);
+    let (mut a0, mut b0, mut c0, mut d0) =
+        (0x67452301u32, 0xefcdab89u32, 0x98badcfeu32, 0x10325476u32);
     for chunk in msg.chunks(64) {
         let m: Vec<u32> = chunk
             .chunks(4)
@@ -262,8 +318,14 @@ fn md5_of(data: &[u8]) -> u128 {
 
 #[test]
 fn md5_matches_known_vectors() {
-    assert_eq!(format!("{:032x}", md5_of(b"")), "d41d8cd98f00b204e9800998ecf8427e");
-    assert_eq!(format!("{:032x}", md5_of(b"abc")), "900150983cd24fb0d6963f7d28e17f72");
+    assert_eq!(
+        format!("{:032x}", md5_of(b"")),
+        "d41d8cd98f00b204e9800998ecf8427e"
+    );
+    assert_eq!(
+        format!("{:032x}", md5_of(b"abc")),
+        "900150983cd24fb0d6963f7d28e17f72"
+    );
 }
 
 #[test]
@@ -271,8 +333,10 @@ fn udp_egress_and_ingress_with_wireguard_go() {
     let Some(w) = world(
         "udp",
         &[
-            "--egress", &format!("udp:7007:{PEER_ADDR}:7"),
-            "--ingress", "udp:53:127.0.0.1:5300",
+            "--egress",
+            &format!("udp:7007:{PEER_ADDR}:7"),
+            "--ingress",
+            "udp:53:127.0.0.1:5300",
         ],
     ) else {
         return;
@@ -292,11 +356,23 @@ fn udp_egress_and_ingress_with_wireguard_go() {
     .unwrap();
     w.net
         .a
-        .run(&[&testkit(), "udp-echo-check", "127.0.0.1:7007", "100", "1392"])
+        .run(&[
+            &testkit(),
+            "udp-echo-check",
+            "127.0.0.1:7007",
+            "100",
+            "1392",
+        ])
         .unwrap_or_else(|e| panic!("egress: {e}\n{}", w.nexd.log()));
     w.net
         .b
-        .run(&[&testkit(), "udp-echo-check", &format!("{NEXD_ADDR}:53"), "100", "1000"])
+        .run(&[
+            &testkit(),
+            "udp-echo-check",
+            &format!("{NEXD_ADDR}:53"),
+            "100",
+            "1000",
+        ])
         .unwrap_or_else(|e| panic!("ingress: {e}\n{}", w.nexd.log()));
 }
 
@@ -305,8 +381,10 @@ fn tcp_echo_both_directions_with_wireguard_go() {
     let Some(w) = world(
         "tcp_echo",
         &[
-            "--egress", &format!("tcp:7000:{PEER_ADDR}:7"),
-            "--ingress", "tcp:7:127.0.0.1:7001",
+            "--egress",
+            &format!("tcp:7000:{PEER_ADDR}:7"),
+            "--ingress",
+            "tcp:7:127.0.0.1:7001",
         ],
     ) else {
         return;
@@ -325,10 +403,22 @@ fn tcp_echo_both_directions_with_wireguard_go() {
     .unwrap();
     w.net
         .a
-        .run(&[&testkit(), "tcp-echo-check", "127.0.0.1:7000", "8388608", "1"])
+        .run(&[
+            &testkit(),
+            "tcp-echo-check",
+            "127.0.0.1:7000",
+            "8388608",
+            "1",
+        ])
         .unwrap_or_else(|e| panic!("egress: {e}\n{}", w.nexd.log()));
     w.net
         .b
-        .run(&[&testkit(), "tcp-echo-check", &format!("{NEXD_ADDR}:7"), "8388608", "2"])
+        .run(&[
+            &testkit(),
+            "tcp-echo-check",
+            &format!("{NEXD_ADDR}:7"),
+            "8388608",
+            "2",
+        ])
         .unwrap_or_else(|e| panic!("ingress: {e}\n{}", w.nexd.log()));
 }

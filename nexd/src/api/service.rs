@@ -40,11 +40,16 @@ impl ApiService {
 
 fn status(e: EngineError) -> Status {
     match e {
-        EngineError::DuplicateRule(_) | EngineError::Peer(crate::engine::wg::PeerError::Duplicate(_)) => {
+        EngineError::DuplicateRule(_)
+        | EngineError::Peer(crate::engine::wg::PeerError::Duplicate(_)) => {
             Status::already_exists(e.to_string())
         }
-        EngineError::UnknownRule(_) | EngineError::UnknownPeer(_) => Status::not_found(e.to_string()),
-        EngineError::InvalidRule { .. } | EngineError::Peer(_) => Status::invalid_argument(e.to_string()),
+        EngineError::UnknownRule(_) | EngineError::UnknownPeer(_) => {
+            Status::not_found(e.to_string())
+        }
+        EngineError::InvalidRule { .. } | EngineError::Peer(_) => {
+            Status::invalid_argument(e.to_string())
+        }
         EngineError::PortUnavailable { .. } => Status::failed_precondition(e.to_string()),
         EngineError::Stopped => Status::unavailable(e.to_string()),
         EngineError::WireGuardSocket { .. } => Status::internal(e.to_string()),
@@ -74,17 +79,24 @@ pub async fn resolve(endpoint: &str) -> Result<SocketAddr, String> {
 
 /// Validates an AddPeer request into a peer config (and what to save).
 fn peer_from_request(r: &api::AddPeerRequest) -> Result<(PeerConfig, SavedPeer), Status> {
-    let bad = |what: &str, v: &str, why: String| Status::invalid_argument(format!("invalid {what} {v:?}: {why}"));
+    let bad = |what: &str, v: &str, why: String| {
+        Status::invalid_argument(format!("invalid {what} {v:?}: {why}"))
+    };
     let public_key: Key = r
         .public_key
         .parse()
         .map_err(|e: nexd_common::KeyError| bad("public key", &r.public_key, e.to_string()))?;
     let preshared_key = match r.preshared_key.trim() {
         "" => None,
-        k => Some(k.parse::<Key>().map_err(|e| bad("preshared key", "(hidden)", e.to_string()))?),
+        k => Some(
+            k.parse::<Key>()
+                .map_err(|e| bad("preshared key", "(hidden)", e.to_string()))?,
+        ),
     };
     if r.allowed_ips.is_empty() {
-        return Err(Status::invalid_argument("at least one allowed IP is required"));
+        return Err(Status::invalid_argument(
+            "at least one allowed IP is required",
+        ));
     }
     let allowed_ips = r
         .allowed_ips
@@ -98,7 +110,13 @@ fn peer_from_request(r: &api::AddPeerRequest) -> Result<(PeerConfig, SavedPeer),
         .collect::<Result<Vec<_>, _>>()?;
     let keepalive = match r.persistent_keepalive {
         0 => None,
-        k => Some(u16::try_from(k).map_err(|_| bad("persistent keepalive", &k.to_string(), "must be 0-65535".into()))?),
+        k => Some(u16::try_from(k).map_err(|_| {
+            bad(
+                "persistent keepalive",
+                &k.to_string(),
+                "must be 0-65535".into(),
+            )
+        })?),
     };
     let endpoint = Some(r.endpoint.trim().to_string()).filter(|e| !e.is_empty());
     let cfg = PeerConfig {
@@ -217,8 +235,12 @@ impl Nexd for ApiService {
         };
         let mut rt = self.runtime.lock().await;
         self.engine.add_peer(cfg, endpoint).await.map_err(status)?;
-        rt.state.removed_peers.retain(|k| *k != saved_peer.public_key);
-        rt.state.added_peers.retain(|p| p.public_key != saved_peer.public_key);
+        rt.state
+            .removed_peers
+            .retain(|k| *k != saved_peer.public_key);
+        rt.state
+            .added_peers
+            .retain(|p| p.public_key != saved_peer.public_key);
         rt.state.added_peers.push(saved_peer);
         saved(&rt)?;
         Ok(Response::new(api::AddPeerResponse {}))
@@ -228,9 +250,16 @@ impl Nexd for ApiService {
         &self,
         req: Request<api::RemovePeerRequest>,
     ) -> Result<Response<api::RemovePeerResponse>, Status> {
-        let key: Key = req.get_ref().public_key.parse().map_err(|e: nexd_common::KeyError| {
-            Status::invalid_argument(format!("invalid public key {:?}: {e}", req.get_ref().public_key))
-        })?;
+        let key: Key = req
+            .get_ref()
+            .public_key
+            .parse()
+            .map_err(|e: nexd_common::KeyError| {
+                Status::invalid_argument(format!(
+                    "invalid public key {:?}: {e}",
+                    req.get_ref().public_key
+                ))
+            })?;
         let mut rt = self.runtime.lock().await;
         self.engine.remove_peer(key).await.map_err(status)?;
         let k = key.to_string();

@@ -31,13 +31,16 @@ pub async fn bind_private(path: &Path) -> Result<UnixListener, String> {
     }
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
-            return Err(format!("{shown} exists and is not a socket; refusing to replace it"));
+            return Err(format!(
+                "{shown} exists and is not a socket; refusing to replace it"
+            ));
         }
         if UnixStream::connect(path).await.is_ok() {
             return Err(format!("another nexd is already serving {shown}"));
         }
         tracing::info!("replacing stale socket {shown}");
-        std::fs::remove_file(path).map_err(|e| format!("cannot remove stale socket {shown}: {e}"))?;
+        std::fs::remove_file(path)
+            .map_err(|e| format!("cannot remove stale socket {shown}: {e}"))?;
     }
     let old = set_umask(0o177);
     let bound = UnixListener::bind(path);

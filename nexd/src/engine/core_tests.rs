@@ -1,8 +1,9 @@
 //! The sans-I/O core (WireGuard device + smoltcp stack) end to end, with no sockets.
 //!
 //! Each [`Node`] is what the event loop owns: a [`WgDevice`] and a [`NetStack`]. The [`Net`]
-//! harness carries datagrams between nodes in memory, so tests see exactly what the engine
-//! would put on the wire, deterministically and without ports or timing on a real network.
+//! harness carries datagrams between nodes in memory: tests see exactly what the engine
+//! would put on the wire, with no ports and nothing else on the network. Timers (smoltcp's,
+//! boringtun's) still run on the wall clock, so the harness sleeps when only they can help.
 
 use super::device::QueueDevice;
 use super::stack::{NetStack, TCP_BUFFER};
@@ -74,7 +75,7 @@ fn net(s: &str) -> IpNet {
     s.parse().unwrap()
 }
 
-/// Deterministic keys, so a failing run can be reproduced exactly.
+/// (private, public) from a seed byte; any 32 bytes make a valid X25519 private key.
 fn keypair(seed: u8) -> (Key, Key) {
     let secret = StaticSecret::from([seed; 32]);
     let public = PublicKey::from(&secret);
@@ -175,6 +176,7 @@ impl Net {
             // The device hands smoltcp a bounded batch per poll; keep polling until the
             // queue is drained, as the event loop's pump does.
             for _ in 0..MAX_POLLS_PER_STEP {
+                moved |= !node.stack.device.rx.is_empty();
                 node.stack.poll();
                 let tx = std::mem::take(&mut node.stack.device.tx);
                 moved |= !tx.is_empty();
@@ -464,10 +466,7 @@ fn udp_datagrams_round_trip_intact() {
         .collect();
     // All at once, before any handshake: boringtun must queue them, not drop them.
     for d in &sent {
-        net.nodes[A]
-            .udp(ua)
-            .send_slice(d, (addr_b(), 7))
-            .unwrap();
+        net.nodes[A].udp(ua).send_slice(d, (addr_b(), 7)).unwrap();
     }
 
     let mut echoed: HashMap<usize, Vec<u8>> = HashMap::new();
@@ -486,7 +485,11 @@ fn udp_datagrams_round_trip_intact() {
         echoed.len() == sent.len()
     });
     for d in &sent {
-        assert!(echoed[&d.len()] == *d, "{}-byte datagram corrupted", d.len());
+        assert!(
+            echoed[&d.len()] == *d,
+            "{}-byte datagram corrupted",
+            d.len()
+        );
     }
     assert_no_drops(&net.nodes[A]);
     assert_no_drops(&net.nodes[B]);
@@ -513,7 +516,10 @@ fn spoofed_inner_source_is_dropped() {
     net.run_for(Duration::from_millis(1500));
     let spoofed = net.nodes[B].wg.counters.spoofed_source;
     assert!(spoofed >= 2, "SYN was not retransmitted ({spoofed})");
-    assert_eq!(net.nodes[B].delivered, 0, "spoofed packet reached B's stack");
+    assert_eq!(
+        net.nodes[B].delivered, 0,
+        "spoofed packet reached B's stack"
+    );
     assert_eq!(net.nodes[B].tcp(listener).state(), tcp::State::Listen);
     // The session itself is genuine: only the inner source is wrong.
     let pub_c = net.nodes[C].wg.public_key();
@@ -550,6 +556,28 @@ fn spoofed_inner_source_is_dropped() {
 }
 
 #[test]
+fn source_owned_by_more_specific_peer_is_dropped() {
+    // WireGuard accepts an inner source only if the allowed-IPs table maps it back to the
+    // sending peer. A's /24 covers C's /32, but 100.100.0.3 belongs to C, so A may not use it.
+    let mut a = Node::new(1, &["100.100.0.1/32", "100.100.0.3/32"]);
+    let mut b = Node::new(2, &["100.100.0.2/32"]);
+    let c = Node::new(3, &["100.100.0.3/32"]);
+    a.add_peer(&b, &["100.100.0.2/32"], true);
+    b.add_peer(&a, &["100.100.0.0/24"], false);
+    b.add_peer(&c, &["100.100.0.3/32"], false);
+    let mut net = Net::new(vec![a, b, c]);
+
+    let listener = net.nodes[B].listen(80);
+    net.nodes[A].connect((addr_b(), 80), (IpAddress::v4(100, 100, 0, 3), 40001));
+    let pub_a = net.nodes[A].wg.public_key();
+    net.run("A-B handshake", |net| net.nodes[B].wg.has_session(&pub_a));
+    net.run_for(Duration::from_millis(300));
+    assert_eq!(net.nodes[B].delivered, 0, "A spoke as C");
+    assert!(net.nodes[B].wg.counters.spoofed_source >= 1);
+    assert_eq!(net.nodes[B].tcp(listener).state(), tcp::State::Listen);
+}
+
+#[test]
 fn garbage_datagrams_are_rejected_without_harm() {
     let mut net = pair();
     let flow = tcp_pair(&mut net);
@@ -577,7 +605,11 @@ fn garbage_datagrams_are_rejected_without_harm() {
             }
             _ => {
                 // Random bodies whose receiver index points at B's real peer slots.
-                let size = if kind == 4 { 32 + rng.below(1969) } else { size };
+                let size = if kind == 4 {
+                    32 + rng.below(1969)
+                } else {
+                    size
+                };
                 let mut d = rng.bytes(size);
                 d[..4].copy_from_slice(&kind.to_le_bytes());
                 let receiver = (rng.next() as u32) & 0x3ff;
@@ -586,7 +618,12 @@ fn garbage_datagrams_are_rejected_without_harm() {
                 d
             }
         };
-        let from = if i % 2 == 0 { a_label } else { stranger };
+        // Those aimed at the peer's slots come from elsewhere, as a hijack attempt would.
+        let from = if i % 5 < 3 && i % 2 == 0 {
+            a_label
+        } else {
+            stranger
+        };
         net.inject(B, from, &data);
     }
 
@@ -598,7 +635,10 @@ fn garbage_datagrams_are_rejected_without_harm() {
     );
     assert_eq!(after.unknown_peer, before.unknown_peer);
     assert_eq!(after.spoofed_source, before.spoofed_source);
-    assert_eq!(net.nodes[B].delivered, delivered, "garbage reached the stack");
+    assert_eq!(
+        net.nodes[B].delivered, delivered,
+        "garbage reached the stack"
+    );
     // No answers (no amplification, no cookie replies when not under load).
     assert!(net.wire.is_empty(), "B answered garbage");
     // Unauthenticated datagrams must not move the peer's endpoint.
@@ -667,4 +707,33 @@ fn unroutable_packets_are_counted_not_sent() {
     assert_eq!(net.nodes[A].wg.counters.no_route, 1);
     assert!(net.wire.is_empty());
     assert_eq!(net.nodes[B].delivered, 0);
+}
+
+#[test]
+fn newest_peer_takes_over_an_identical_prefix() {
+    // Two peers claiming the same prefix would make routing depend on HashMap order; as in
+    // WireGuard, the prefix moves to the peer added last.
+    let peer = |key: Key| PeerConfig {
+        public_key: key,
+        preshared_key: None,
+        allowed_ips: vec![net("10.0.0.0/8")],
+        endpoint: None,
+        persistent_keepalive: None,
+    };
+    let ip: IpAddr = "10.9.9.9".parse().unwrap();
+    for round in 0..20u8 {
+        let mut wg = WgDevice::new(&keypair(1).0);
+        let (x, y) = (keypair(30 + round).1, keypair(100 + round).1);
+        wg.add_peer(&peer(x), None).unwrap();
+        let first = wg.route(ip).unwrap();
+        wg.add_peer(&peer(y), None).unwrap();
+        let second = wg.route(ip).unwrap();
+        assert_ne!(first, second, "the prefix stayed with the older peer");
+        let owner: Vec<_> = wg
+            .peers()
+            .filter(|p| !p.allowed_ips.is_empty())
+            .map(|p| p.public_key)
+            .collect();
+        assert_eq!(owner, vec![y]);
+    }
 }

@@ -7,9 +7,7 @@ use super::stack::NetStack;
 use super::tcp::{FlowState, TcpFlow};
 use super::udp::{self, EgressUdpFlow, IngressUdpFlow};
 use super::wg::{WgDevice, WgIo};
-use super::{
-    Command, EngineConfig, EngineError, EngineHandle, EngineStatus, PeerStatus, Tunables,
-};
+use super::{Command, EngineConfig, EngineError, EngineHandle, EngineStatus, PeerStatus, Tunables};
 use bytes::Bytes;
 use nexd_common::{Direction, Protocol, ProxyRule};
 use smoltcp::iface::SocketHandle;
@@ -105,7 +103,8 @@ pub async fn start(
     cancel: CancellationToken,
 ) -> Result<(EngineHandle, tokio::task::JoinHandle<()>, SocketAddr), EngineError> {
     let port = cfg.network.listen_port.unwrap_or(0);
-    let udp = host::bind_udp(port).map_err(|source| EngineError::WireGuardSocket { port, source })?;
+    let udp =
+        host::bind_udp(port).map_err(|source| EngineError::WireGuardSocket { port, source })?;
     let listen_addr = udp
         .local_addr()
         .map_err(|source| EngineError::WireGuardSocket { port, source })?;
@@ -325,7 +324,12 @@ impl Engine {
             let remote = self.stack.sockets.get::<tcp::Socket>(h).remote_endpoint();
             debug!(flow = id, port, ?remote, %dest, "ingress tcp flow");
             self.tcp_flows.insert(id, TcpFlow::new(h, None, dest));
-            host::spawn_ingress_dial(dest, id, self.tunables.connect_timeout, self.events_tx.clone());
+            host::spawn_ingress_dial(
+                dest,
+                id,
+                self.tunables.connect_timeout,
+                self.events_tx.clone(),
+            );
         }
     }
 
@@ -460,7 +464,11 @@ impl Engine {
         };
         if data.len() > udp::max_payload(self.tunables.mtu, flow.dest.ip()) {
             self.counters.oversize_datagrams += 1;
-            debug!(flow = id, len = data.len(), "datagram larger than the tunnel MTU; dropped");
+            debug!(
+                flow = id,
+                len = data.len(),
+                "datagram larger than the tunnel MTU; dropped"
+            );
             return;
         }
         flow.last_active = Instant::now();
@@ -475,10 +483,10 @@ impl Engine {
         let Some(flow) = self.ingress_udp.get_mut(&id) else {
             return;
         };
-        let Some(service) = self
-            .rules
-            .services
-            .get(&(Direction::Ingress, Protocol::Udp, flow.port))
+        let Some(service) =
+            self.rules
+                .services
+                .get(&(Direction::Ingress, Protocol::Udp, flow.port))
         else {
             return;
         };

@@ -166,10 +166,7 @@ pub struct EngineHandle {
 }
 
 impl EngineHandle {
-    async fn call<T>(
-        &self,
-        make: impl FnOnce(Reply<T>) -> Command,
-    ) -> Result<T, EngineError> {
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, EngineError> {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(make(tx))

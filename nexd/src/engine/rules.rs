@@ -106,7 +106,9 @@ impl RuleTable {
         self.services
             .iter()
             .flat_map(|(&(direction, _, _), s)| {
-                s.rules.iter().map(move |&rule| ProxyRule { direction, rule })
+                s.rules
+                    .iter()
+                    .map(move |&rule| ProxyRule { direction, rule })
             })
             .collect()
     }

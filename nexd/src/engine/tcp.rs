@@ -116,7 +116,8 @@ impl TcpFlow {
         ) {
             self.remote_fin = true;
         }
-        if !self.established && !matches!(state, State::Listen | State::SynSent | State::SynReceived)
+        if !self.established
+            && !matches!(state, State::Listen | State::SynSent | State::SynReceived)
         {
             self.established = true;
             // The connect timeout is over; now only give up when sent data stays

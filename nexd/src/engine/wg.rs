@@ -136,6 +136,15 @@ impl WgDevice {
         // stale session of a removed peer can never be mistaken for a new peer.
         let index = self.next_index;
         self.next_index = (self.next_index + 1) & 0x00ff_ffff;
+        // As in WireGuard, a prefix belongs to one peer: the newest takes it over.
+        let new_nets: Vec<IpNet> = cfg.allowed_ips.iter().map(|n| n.trunc()).collect();
+        for p in self.peers.values_mut() {
+            let before = p.allowed_ips.len();
+            p.allowed_ips.retain(|n| !new_nets.contains(&n.trunc()));
+            if p.allowed_ips.len() != before {
+                tracing::warn!(peer = %p.public_key, new_owner = %cfg.public_key, "allowed IPs moved to the newly added peer");
+            }
+        }
         let tunn = Tunn::new(
             self.private.clone(),
             PublicKey::from(cfg.public_key.0),
@@ -168,8 +177,9 @@ impl WgDevice {
             return;
         };
         let Some(ep) = peer.endpoint else { return };
-        if let TunnResult::WriteToNetwork(out) =
-            peer.tunn.format_handshake_initiation(&mut self.scratch, false)
+        if let TunnResult::WriteToNetwork(out) = peer
+            .tunn
+            .format_handshake_initiation(&mut self.scratch, false)
         {
             io.send_datagram(ep, out);
         }
@@ -211,20 +221,21 @@ impl WgDevice {
     /// Handles one datagram from the network.
     pub fn handle_datagram(&mut self, from: SocketAddr, data: &[u8], io: &mut impl WgIo) {
         let index = {
-            let packet = match self
-                .rate_limiter
-                .verify_packet(Some(from.ip()), data, &mut self.scratch)
-            {
-                Ok(p) => p,
-                Err(TunnResult::WriteToNetwork(cookie)) => {
-                    io.send_datagram(from, cookie);
-                    return;
-                }
-                Err(_) => {
-                    self.counters.invalid_datagrams += 1;
-                    return;
-                }
-            };
+            let packet =
+                match self
+                    .rate_limiter
+                    .verify_packet(Some(from.ip()), data, &mut self.scratch)
+                {
+                    Ok(p) => p,
+                    Err(TunnResult::WriteToNetwork(cookie)) => {
+                        io.send_datagram(from, cookie);
+                        return;
+                    }
+                    Err(_) => {
+                        self.counters.invalid_datagrams += 1;
+                        return;
+                    }
+                };
             match packet {
                 Packet::HandshakeInit(ref init) => {
                     match parse_handshake_anon(&self.private, &self.public, init)
@@ -248,7 +259,10 @@ impl WgDevice {
             return;
         };
         let mut authenticated = false;
-        match peer.tunn.decapsulate(Some(from.ip()), data, &mut self.scratch) {
+        match peer
+            .tunn
+            .decapsulate(Some(from.ip()), data, &mut self.scratch)
+        {
             TunnResult::Done => authenticated = true,
             TunnResult::Err(_) => self.counters.invalid_datagrams += 1,
             TunnResult::WriteToNetwork(out) => {
@@ -263,11 +277,27 @@ impl WgDevice {
             }
             TunnResult::WriteToTunnelV4(packet, src) => {
                 authenticated = true;
-                Self::accept_inner(peer, IpAddr::V4(src), packet, io, &mut self.counters);
+                Self::accept_inner(
+                    &self.routes,
+                    index,
+                    peer,
+                    IpAddr::V4(src),
+                    packet,
+                    io,
+                    &mut self.counters,
+                );
             }
             TunnResult::WriteToTunnelV6(packet, src) => {
                 authenticated = true;
-                Self::accept_inner(peer, IpAddr::V6(src), packet, io, &mut self.counters);
+                Self::accept_inner(
+                    &self.routes,
+                    index,
+                    peer,
+                    IpAddr::V6(src),
+                    packet,
+                    io,
+                    &mut self.counters,
+                );
             }
         }
         if authenticated {
@@ -275,15 +305,23 @@ impl WgDevice {
         }
     }
 
-    /// Cryptokey routing: boringtun does not check the inner source, so we must.
+    /// Cryptokey routing: boringtun does not check the inner source, so we must. As in
+    /// WireGuard, the source's longest-prefix route must lead back to the sending peer, so a
+    /// peer with a wide range cannot pose as a peer that owns a narrower one.
     fn accept_inner(
+        routes: &[(IpNet, u32)],
+        index: u32,
         peer: &Peer,
         src: IpAddr,
         packet: &[u8],
         io: &mut impl WgIo,
         counters: &mut WgCounters,
     ) {
-        if peer.allowed_ips.iter().any(|n| n.contains(&src)) {
+        let owner = routes
+            .iter()
+            .find(|(n, _)| n.contains(&src))
+            .map(|&(_, i)| i);
+        if owner == Some(index) {
             io.deliver_packet(packet);
         } else {
             counters.spoofed_source += 1;
