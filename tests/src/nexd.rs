@@ -196,6 +196,13 @@ impl Nexd {
         }
         cmd.push(bin.display().to_string());
         cmd.extend(args.iter().cloned());
+        // A private home for this instance, writable by the user nexd runs as; flags in
+        // `args` still win over these variables.
+        let home = scratch.path().join(format!("{name}-home"));
+        std::fs::create_dir_all(&home).expect("home dir");
+        if launch.unprivileged {
+            std::os::unix::fs::chown(&home, Some(65534), Some(65534)).expect("chown home");
+        }
         let child = Command::new(&cmd[0])
             .args(&cmd[1..])
             .env(
@@ -203,8 +210,9 @@ impl Nexd {
                 std::env::var("E2E_NEXD_LOG").unwrap_or("debug".into()),
             )
             .env_remove("RUST_LOG")
-            // nobody's HOME is not writable; nothing in proxy mode needs it.
-            .env("HOME", scratch.path())
+            .env("HOME", &home)
+            .env("NEXD_STATE_DIR", home.join("state"))
+            .env("NEXD_UNIX_SOCKET", home.join("nexd.sock"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(logf)
@@ -277,9 +285,14 @@ impl Drop for Nexd {
 
 /// Runs nexd to completion (for bad-input tests): (exit code, stderr).
 pub fn run_to_exit(args: &[&str], timeout: Duration) -> (Option<i32>, String) {
+    // Never the system paths (/var/lib/nexd, /run/nexd.sock): a private temp dir.
+    let home = tempfile::tempdir().expect("tempdir");
     let mut child = Command::new(workspace_bin("nexd"))
         .args(args)
         .env_remove("RUST_LOG")
+        .env("HOME", home.path())
+        .env("NEXD_STATE_DIR", home.path().join("state"))
+        .env("NEXD_UNIX_SOCKET", home.path().join("nexd.sock"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -141,3 +141,78 @@ pub fn udp_echo_check(addr: SocketAddr, count: usize, size: usize) -> Result<(),
     }
     Ok(())
 }
+
+/// Result of [`connection_rate`].
+pub struct RateResult {
+    /// Connections that completed with their bytes verified.
+    pub ok: u64,
+    /// Connections that failed.
+    pub failed: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Opens short-lived connections to an echo server from `threads` threads for `duration`:
+/// each sends 32 bytes, half-closes and must read the same 32 bytes back.
+pub fn connection_rate(addr: SocketAddr, threads: usize, duration: Duration) -> RateResult {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let start = std::time::Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (ok, failed) = (ok.clone(), failed.clone());
+            thread::spawn(move || {
+                let mut i = 0u64;
+                while start.elapsed() < duration {
+                    let msg = payload(32, (t as u64) << 32 | i);
+                    i += 1;
+                    let r = (|| -> std::io::Result<bool> {
+                        let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+                        c.set_read_timeout(Some(Duration::from_secs(5)))?;
+                        c.write_all(&msg)?;
+                        c.shutdown(Shutdown::Write)?;
+                        let mut got = Vec::with_capacity(32);
+                        c.read_to_end(&mut got)?;
+                        Ok(got == msg)
+                    })();
+                    match r {
+                        Ok(true) => ok.fetch_add(1, Ordering::Relaxed),
+                        _ => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        let _ = h.join();
+    }
+    RateResult {
+        ok: ok.load(Ordering::Relaxed),
+        failed: failed.load(Ordering::Relaxed),
+        elapsed: start.elapsed(),
+    }
+}
+
+/// Request/response round trips of `size` bytes over one connection to an echo server;
+/// returns sorted round-trip times.
+pub fn round_trips(addr: SocketAddr, count: usize, size: usize) -> std::io::Result<Vec<Duration>> {
+    let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    c.set_nodelay(true)?;
+    c.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let msg = payload(size, 7);
+    let mut buf = vec![0u8; size];
+    let mut rtts = Vec::with_capacity(count);
+    for _ in 0..count {
+        let t = std::time::Instant::now();
+        c.write_all(&msg)?;
+        c.read_exact(&mut buf)?;
+        rtts.push(t.elapsed());
+        if buf != msg {
+            return Err(std::io::Error::other("echo mismatch"));
+        }
+    }
+    rtts.sort();
+    Ok(rtts)
+}

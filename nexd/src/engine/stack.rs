@@ -34,7 +34,9 @@ impl PortAllocator {
         PortAllocator {
             in_use: HashSet::new(),
             reserved: HashSet::new(),
-            next: EPHEMERAL.0,
+            // A random start, so a restarted nexd does not reuse the ports of connections
+            // its peers may still hold open (a SYN into a stale connection stalls).
+            next: EPHEMERAL.0 + (rand_seed() % u64::from(EPHEMERAL.1 - EPHEMERAL.0)) as u16,
         }
     }
 

@@ -187,6 +187,13 @@ impl TcpFlow {
             }
         }
 
+        // TIME-WAIT is over for a proxy: both FINs are exchanged and acknowledged. Holding the
+        // socket for smoltcp's 10 s would hold its source port too and cap new egress
+        // connections at ~2,800/s; the allocator's round-robin already delays any reuse.
+        if socket.state() == State::TimeWait && self.to_host.is_none() {
+            self.credits.close();
+            return (progress, FlowState::Done);
+        }
         if socket.state() == State::Closed {
             if !self.remote_fin {
                 // Closed without the peer's FIN: a reset or a timeout. Reset the host side.

@@ -9,7 +9,8 @@ use std::process::ExitCode;
 fn usage() -> ExitCode {
     eprintln!(
         "usage: testkit genkey | tcp-echo ADDR | udp-echo ADDR | http-serve ADDR FILE | \
-         tcp-echo-check ADDR BYTES SEED | udp-echo-check ADDR COUNT SIZE"
+         tcp-echo-check ADDR BYTES SEED | udp-echo-check ADDR COUNT SIZE | \
+         conn-rate ADDR THREADS SECONDS | rtt ADDR COUNT SIZE | hold-server ADDR | hold-conns ADDR N"
     );
     ExitCode::from(64)
 }
@@ -75,6 +76,58 @@ fn run(args: &[String]) -> Result<(), String> {
             let size = size.parse().map_err(|_| "bad SIZE")?;
             traffic::udp_echo_check(addr(a)?, count, size)?;
             println!("ok");
+            Ok(())
+        }
+        [cmd, a, threads, secs] if cmd == "conn-rate" => {
+            let threads = threads.parse().map_err(|_| "bad THREADS")?;
+            let secs: f64 = secs.parse().map_err(|_| "bad SECONDS")?;
+            let r = traffic::connection_rate(
+                addr(a)?,
+                threads,
+                std::time::Duration::from_secs_f64(secs),
+            );
+            println!(
+                "conn_per_sec={:.0} ok={} failed={}",
+                r.ok as f64 / r.elapsed.as_secs_f64(),
+                r.ok,
+                r.failed
+            );
+            Ok(())
+        }
+        [cmd, a, count, size] if cmd == "rtt" => {
+            let count: usize = count.parse().map_err(|_| "bad COUNT")?;
+            let size = size.parse().map_err(|_| "bad SIZE")?;
+            let r = traffic::round_trips(addr(a)?, count, size).map_err(|e| e.to_string())?;
+            let pct = |p: f64| r[((r.len() as f64 * p) as usize).min(r.len() - 1)].as_micros();
+            println!("p50_us={} p99_us={}", pct(0.5), pct(0.99));
+            Ok(())
+        }
+        [cmd, a] if cmd == "hold-server" => {
+            // Accepts and keeps connections without reading: for idle-connection memory.
+            let l = TcpListener::bind(addr(a)?).map_err(|e| e.to_string())?;
+            println!("ready");
+            let mut held = Vec::new();
+            for c in l.incoming() {
+                held.extend(c.ok());
+            }
+            Ok(())
+        }
+        [cmd, a, n] if cmd == "hold-conns" => {
+            // Opens N connections, says "ready", holds them until stdin closes.
+            let n: usize = n.parse().map_err(|_| "bad N")?;
+            let target = addr(a)?;
+            let mut held = Vec::with_capacity(n);
+            for i in 0..n {
+                let c = std::net::TcpStream::connect_timeout(
+                    &target,
+                    std::time::Duration::from_secs(10),
+                )
+                .map_err(|e| format!("connection {i}: {e}"))?;
+                held.push(c);
+            }
+            println!("ready {}", held.len());
+            let mut sink = String::new();
+            let _ = std::io::stdin().read_to_string(&mut sink);
             Ok(())
         }
         _ => Err(String::new()),
