@@ -8,7 +8,7 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::AbortHandle;
@@ -227,15 +227,21 @@ pub fn spawn_tcp_io(
     credits: Arc<Semaphore>,
     shared: Arc<FlowShared>,
 ) {
-    let (mut rd, mut wr) = stream.into_split();
+    let (rd, mut wr) = stream.into_split();
     let reader_events = events.clone();
     let reader = tokio::spawn(async move {
         loop {
             let Ok(permit) = credits.acquire().await else {
                 return;
             };
+            // Allocate only once data is there: an idle connection then holds no buffer.
+            if rd.readable().await.is_err() {
+                let _ = reader_events.send(Event::HostReset { flow }).await;
+                return;
+            }
             let mut buf = BytesMut::with_capacity(CHUNK);
-            let ev = match rd.read_buf(&mut buf).await {
+            let ev = match rd.try_read_buf(&mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Ok(0) => Event::HostEof { flow },
                 Ok(_) => {
                     permit.forget();
