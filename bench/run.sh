@@ -20,7 +20,7 @@ scripts/install-deps.sh
 cargo build --release --workspace --bins -q
 bin=$PWD/target/release
 tk=$bin/testkit
-ulimit -n 1048576 2>/dev/null || ulimit -n 65536
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 work=$(mktemp -d)
 pids=()
 nss=()
@@ -35,10 +35,15 @@ trap cleanup EXIT
 
 median() { sort -n | awk '{a[NR]=$1} END{ if (NR==0) print 0; else print (NR%2)? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 in_ns() { if [ -n "$1" ]; then ip netns exec "$1" "${@:2}"; else "${@:2}"; fi; }
+# The receiver line's rate in Mbit/s (the SUM line when there are several streams).
+mbits() {
+  awk '/receiver/ { sum = ($0 ~ /SUM/); if (sum || !seen_sum) { v = $(NF-2); u = $(NF-1); seen_sum = seen_sum || sum } }
+       END { m = (u ~ /^G/) ? 1000 : (u ~ /^K/) ? 0.001 : 1; printf "%.0f\n", v * m }'
+}
 iperf_tcp() { # ns host port [extra] -> median receiver Mbit/s
   local ns=$1 host=$2 port=$3; shift 3
   for _ in $(seq "$RUNS"); do
-    in_ns "$ns" iperf3 -c "$host" -p "$port" -t "$SECS" -f m "$@" 2>/dev/null | awk '/receiver/ && ($0 ~ /SUM/ || !/SUM/){v=$(NF-2)} END{print v+0}'
+    in_ns "$ns" iperf3 -c "$host" -p "$port" -t "$SECS" -f m "$@" 2>/dev/null | mbits
   done | median
 }
 udp_best() { # ns host port -> highest received Mbit/s among offered rates with loss < 1%
@@ -85,7 +90,7 @@ measure() {
     R[$label,rss0]=$(rss_mib $procs)
     local c0 c1 mb
     c0=$(cpu_ticks $procs)
-    mb=$(in_ns "$ns" iperf3 -c "$host" -p "$ip" -t "$SECS" -f m 2>/dev/null | awk '/receiver/{print $(NF-2)}')
+    mb=$(in_ns "$ns" iperf3 -c "$host" -p "$ip" -t "$SECS" -f m 2>/dev/null | mbits)
     c1=$(cpu_ticks $procs)
     R[$label,cpu]=$(awk -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v mb="$mb" -v s="$SECS" 'BEGIN{ gb=mb*s/8/1000; if (gb>0) printf "%.2f", t/hz/gb; else print "-" }')
     if [ -n "$hp" ]; then

@@ -43,7 +43,22 @@ fn init_logging(level: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
+/// Pins glibc's mmap threshold. Every smoltcp TCP socket owns two large zeroed buffers; with
+/// glibc's default *dynamic* threshold they soon come from the heap, where `calloc` must
+/// write every page and freed memory is rarely returned, so resident memory grew to GBs
+/// after many short connections. Above a fixed threshold they are fresh mappings: pages are
+/// resident only once used, and returned to the OS when the socket closes.
+#[allow(unsafe_code)]
+fn pin_mmap_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; called once before any other thread.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
 fn main() -> ExitCode {
+    pin_mmap_threshold();
     let cli = cli::Cli::parse();
     if let Err(e) = init_logging(cli.log_level.as_deref()) {
         eprintln!("nexd: {e}");

@@ -110,6 +110,11 @@ impl Node {
         self.nexd = Some(n);
     }
 
+    /// The running process's log so far (empty if not started).
+    pub fn log(&self) -> String {
+        self.nexd.as_ref().map(Nexd::log).unwrap_or_default()
+    }
+
     /// The running process.
     pub fn proc(&mut self) -> &mut Nexd {
         self.nexd.as_mut().expect("node not started")

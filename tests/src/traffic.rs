@@ -49,6 +49,19 @@ pub fn tcp_echo_server(listener: TcpListener) {
     });
 }
 
+/// Starts a TCP echo server on 127.0.0.1 and returns its port.
+pub fn echo_server() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind echo server");
+    let port = l.local_addr().expect("local addr").port();
+    tcp_echo_server(l);
+    port
+}
+
+/// 127.0.0.1:`port`.
+pub fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
 /// TCP server that answers every connection with a fixed banner and closes.
 pub fn tcp_banner_server(listener: TcpListener, banner: &'static str) {
     thread::spawn(move || {

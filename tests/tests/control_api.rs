@@ -2,22 +2,11 @@
 
 use nexd_e2e::nexd::{run_to_exit, Keypair};
 use nexd_e2e::pair::{nexctl_as, Pair};
-use nexd_e2e::traffic::{self, tcp_echo_roundtrip};
+use nexd_e2e::traffic::{echo_server, local, tcp_echo_roundtrip};
 use nexd_e2e::{free_port, is_root, skip, wait_until};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
-
-fn local(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-fn echo_server() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    traffic::tcp_echo_server(l);
-    port
-}
 
 fn ok(r: (i32, String, String)) -> String {
     assert_eq!(r.0, 0, "nexctl failed: {}{}", r.1, r.2);

@@ -1,104 +1,32 @@
 //! Two real nexd processes peered over loopback: egress on A → WireGuard → ingress on B →
 //! a real local server. nexd runs as `nobody` whenever the suite runs as root.
 
-use nexd_e2e::nexd::{config, Keypair, Launch, Nexd, PeerSpec, Scratch};
-use nexd_e2e::traffic::{self, tcp_echo_roundtrip, udp_echo_check};
+use nexd_e2e::pair::Pair;
+use nexd_e2e::traffic::{self, echo_server, local, tcp_echo_roundtrip, udp_echo_check};
 use nexd_e2e::{free_port, wait_until};
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-/// A at 100.100.0.1 / fd00::1 (egress side), B at 100.100.0.2 / fd00::2 (ingress side).
-struct Pair {
-    a: Nexd,
-    b: Nexd,
-    b_wg_port: u16,
-    _scratch: Scratch,
-}
-
+/// Starts B with `ingress` rules and A with `egress` rules (A = 100.100.0.1 / fd00::1,
+/// B = 100.100.0.2 / fd00::2), both running when this returns.
 fn pair(egress: &[String], ingress: &[String]) -> Pair {
-    let scratch = Scratch::new();
-    let (ka, kb) = (Keypair::generate(), Keypair::generate());
-    let (pa, pb) = (free_port(), free_port());
-    let ca = scratch.write(
-        "a.conf",
-        &config(
-            &ka.private,
-            "100.100.0.1/32, fd00::1/128",
-            pa,
-            &[PeerSpec {
-                public: &kb.public,
-                allowed_ips: "100.100.0.2/32, fd00::2/128",
-                endpoint: Some(format!("127.0.0.1:{pb}")),
-            }],
-        ),
-    );
-    let cb = scratch.write(
-        "b.conf",
-        &config(
-            &kb.private,
-            "100.100.0.2/32, fd00::2/128",
-            pb,
-            &[PeerSpec {
-                public: &ka.public,
-                allowed_ips: "100.100.0.1/32, fd00::1/128",
-                endpoint: Some(format!("127.0.0.1:{pa}")),
-            }],
-        ),
-    );
-    let args = |conf: &std::path::Path, flag: &str, rules: &[String]| {
-        let mut v = vec![
-            "proxy".to_string(),
-            "--config".into(),
-            conf.display().to_string(),
-        ];
-        for r in rules {
-            v.push(flag.into());
-            v.push(r.clone());
-        }
-        v
+    let flags = |flag: &str, rules: &[String]| -> Vec<String> {
+        rules
+            .iter()
+            .flat_map(|r| [flag.to_string(), r.clone()])
+            .collect()
     };
-    let mut b = Nexd::start(
-        &scratch,
-        "b",
-        &args(&cb, "--ingress", ingress),
-        &Launch::default_user(),
-    );
-    let mut a = Nexd::start(
-        &scratch,
-        "a",
-        &args(&ca, "--egress", egress),
-        &Launch::default_user(),
-    );
-    for _ in ingress {
-        b.wait_for_log("rule started", Duration::from_secs(10));
-    }
-    for _ in egress {
-        a.wait_for_log("rule started", Duration::from_secs(10));
-    }
-    Pair {
-        a,
-        b,
-        b_wg_port: pb,
-        _scratch: scratch,
-    }
+    let mut p = Pair::new(true);
+    p.b.start(&p.scratch, &flags("--ingress", ingress));
+    p.a.start(&p.scratch, &flags("--egress", egress));
+    p
 }
 
 /// The last lines of a log, for failure messages.
 fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
-fn local(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-fn echo_server() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    traffic::tcp_echo_server(l);
-    port
 }
 
 #[test]
@@ -287,7 +215,7 @@ fn garbage_on_the_wireguard_port_does_not_disturb_flows() {
     );
     tcp_echo_roundtrip(local(e), 64 * 1024, 5).unwrap();
     let junk = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let target = local(p.b_wg_port);
+    let target = local(p.b.wg_port);
     for i in 0..2000u32 {
         let len = (i as usize * 37) % 1500;
         let mut d = traffic::payload(len, i as u64);
@@ -300,7 +228,8 @@ fn garbage_on_the_wireguard_port_does_not_disturb_flows() {
     }
     tcp_echo_roundtrip(local(e), 1 << 20, 6).unwrap();
     assert!(
-        p.b.terminate(Duration::from_secs(5))
+        p.b.proc()
+            .terminate(Duration::from_secs(5))
             .is_some_and(|s| s.success()),
         "B died or hung:\n{}",
         p.b.log()
@@ -319,7 +248,7 @@ fn sigterm_stops_within_two_seconds() {
     // Leave a connection open across shutdown.
     let _open = TcpStream::connect(local(e)).unwrap();
     let start = Instant::now();
-    let status = p.a.terminate(Duration::from_secs(5));
+    let status = p.a.proc().terminate(Duration::from_secs(5));
     assert!(
         status.is_some_and(|s| s.success()),
         "exit: {status:?}\n{}",

@@ -154,6 +154,8 @@ impl NetStack {
         s.set_congestion_control(tcp::CongestionControl::Cubic);
         // The host side already coalesces writes; Nagle here only adds latency.
         s.set_nagle_enabled(false);
+        // Delayed ACKs (10 ms by default) slow every request/response and every close.
+        s.set_ack_delay(None);
         self.sockets.add(s)
     }
 
