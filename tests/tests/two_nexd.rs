@@ -76,6 +76,17 @@ fn udp_datagrams_round_trip_to_the_right_clients() {
     t.join().unwrap().unwrap();
     // Small and odd sizes too.
     udp_echo_check(local(e), 20, 1).unwrap();
+    // The very first datagram of a new flow must get through, with no retry.
+    for i in 0..5u8 {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s.send_to(&[i; 33], local(e)).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, _) = s
+            .recv_from(&mut buf)
+            .unwrap_or_else(|err| panic!("first datagram of flow {i} lost: {err}"));
+        assert_eq!(&buf[..n], &[i; 33]);
+    }
 }
 
 #[test]

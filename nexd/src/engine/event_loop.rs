@@ -557,7 +557,7 @@ impl Engine {
                 };
                 if let Some(flow) = self.ingress_udp.get_mut(&id) {
                     flow.last_active = Instant::now();
-                    if flow.host.try_send(&data).is_err() {
+                    if flow.host.send(&data).is_err() {
                         self.counters.udp_send_dropped += 1;
                     }
                 }
@@ -577,8 +577,8 @@ impl Engine {
             .services
             .get_mut(&(Direction::Ingress, Protocol::Udp, port))?
             .pick()?;
-        let host = match udp::connect_host(dest) {
-            Ok(s) => Arc::new(s),
+        let (host, receiver) = match udp::connect_host(dest) {
+            Ok(pair) => pair,
             Err(e) => {
                 warn!(%dest, "cannot open udp socket to destination: {e}");
                 return None;
@@ -586,7 +586,7 @@ impl Engine {
         };
         let id = self.flow_id();
         debug!(flow = id, ?remote, %dest, "ingress udp flow");
-        let reader = host::spawn_udp_reply_reader(host.clone(), id, self.events_tx.clone());
+        let reader = host::spawn_udp_reply_reader(Arc::new(receiver), id, self.events_tx.clone());
         self.ingress_udp.insert(
             id,
             IngressUdpFlow {

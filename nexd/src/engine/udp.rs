@@ -33,8 +33,10 @@ pub struct IngressUdpFlow {
     pub remote: IpEndpoint,
     /// Our tunnel address the client wrote to (replies come from it).
     pub local_addr: Option<smoltcp::wire::IpAddress>,
-    /// Host socket connected to the destination.
-    pub host: Arc<UdpSocket>,
+    /// Host socket connected to the destination, for sending. A plain std socket in
+    /// non-blocking mode: tokio's `try_send` on a socket the reactor has not polled yet
+    /// reports WouldBlock without trying, which dropped every flow's first datagram.
+    pub host: std::net::UdpSocket,
     /// Reply reader task.
     pub reader: AbortHandle,
     /// Last datagram either way.
@@ -47,8 +49,9 @@ pub fn max_payload(mtu: usize, dst: IpAddr) -> usize {
     mtu.saturating_sub(ip_header + 8)
 }
 
-/// Opens a host UDP socket connected to `dest`, with large buffers.
-pub fn connect_host(dest: SocketAddr) -> std::io::Result<UdpSocket> {
+/// Opens a host UDP socket connected to `dest`, with large buffers: a std handle to send on
+/// and a tokio handle (the same socket) to receive replies with.
+pub fn connect_host(dest: SocketAddr) -> std::io::Result<(std::net::UdpSocket, UdpSocket)> {
     let bind: SocketAddr = if dest.is_ipv4() {
         ([0, 0, 0, 0], 0).into()
     } else {
@@ -58,5 +61,6 @@ pub fn connect_host(dest: SocketAddr) -> std::io::Result<UdpSocket> {
     super::host::raise_buffers(&socket2::SockRef::from(&sock));
     sock.connect(dest)?;
     sock.set_nonblocking(true)?;
-    UdpSocket::from_std(sock)
+    let sender = sock.try_clone()?;
+    Ok((sender, UdpSocket::from_std(sock)?))
 }
