@@ -104,7 +104,7 @@ measure() {
 }
 
 # --- servers in the root namespace -----------------------------------------------------------
-start_bg iperf3 -s -p 15301 -B 127.0.0.1
+start_bg iperf3 -s -p 15301 -B 127.0.0.1 >/dev/null
 ready_bg "$work/echo0" "$tk" tcp-echo 127.0.0.1:15307
 ready_bg "$work/hold0" "$tk" hold-server 127.0.0.1:15308
 sleep 0.3
@@ -146,7 +146,7 @@ read -r p1 k1 < <("$tk" genkey); read -r p2 k2 < <("$tk" genkey)
 wg_up $nsa wga$tag "$p1" 100.101.0.1/32 51901 "$k2" 100.101.0.2/32 10.198.0.2:51902
 wg_up $nsb wgb$tag "$p2" 100.101.0.2/32 51902 "$k1" 100.101.0.1/32 10.198.0.1:51901
 eval "wg_a=\$wgpid_wga$tag; wg_b=\$wgpid_wgb$tag"
-start_bg ip netns exec $nsb iperf3 -s -B 100.101.0.2 -p 5201
+start_bg ip netns exec $nsb iperf3 -s -B 100.101.0.2 -p 5201 >/dev/null
 ready_bg "$work/echo1" ip netns exec $nsb "$tk" tcp-echo 100.101.0.2:7
 ready_bg "$work/hold1" ip netns exec $nsb "$tk" hold-server 100.101.0.2:9
 sleep 0.5
