@@ -4,7 +4,7 @@
 #   wireguard-go <-> wireguard-go (TUN in two namespaces)
 # Figures: iperf3 TCP single stream forward/reverse and 4 streams, request/response RTT
 # p50/p99, new TCP connections per second through one rule (bytes verified), UDP throughput
-# at 1400-byte datagrams with < 1% loss, CPU seconds per GB moved, RSS idle and with CONNS
+# at 1392-byte payloads with < 1% loss, CPU seconds per GB moved, RSS idle and with CONNS
 # idle connections open. Throughput figures are medians of RUNS runs of SECS seconds.
 #   SECS=1 RUNS=1 CONNS=200 bench/run.sh      smoke run, well under a minute
 #   OUT=docs/benchmarks.md bench/run.sh       also writes the markdown table there
