@@ -14,6 +14,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 SECS=${SECS:-5}
 RUNS=${RUNS:-3}
 CONNS=${CONNS:-10000}
+SLOW=${SLOW:-30}
 OUT=${OUT:-}
 [ "$(id -u)" -eq 0 ] || { echo "bench/run.sh needs root (network namespaces)"; exit 1; }
 scripts/install-deps.sh
@@ -71,9 +72,9 @@ ready_bg() { # out-file command... : start and wait for "ready" on stdout
 }
 
 declare -A R
-# measure LABEL NS HOST IPERF_PORT ECHO_PORT HOLD_PORT "PIDS(cpu/rss)"
+# measure LABEL NS HOST IPERF_PORT ECHO_PORT HOLD_PORT "PIDS(cpu/rss)" FIREHOSE_PORT
 measure() {
-  local label=$1 ns=$2 host=$3 ip=$4 ep=$5 hp=$6 procs=$7
+  local label=$1 ns=$2 host=$3 ip=$4 ep=$5 hp=$6 procs=$7 fp=${8:-}
   echo "== $label" >&2
   R[$label,fwd]=$(iperf_tcp "$ns" "$host" "$ip")
   R[$label,rev]=$(iperf_tcp "$ns" "$host" "$ip" -R)
@@ -85,7 +86,7 @@ measure() {
   R[$label,cps]=$(sed -n 's/.*conn_per_sec=\([0-9]*\).*/\1/p' <<<"$cr")
   R[$label,cfail]=$(sed -n 's/.*failed=\([0-9]*\).*/\1/p' <<<"$cr")
   R[$label,udp]=$(udp_best "$ns" "$host" "$ip")
-  R[$label,cpu]=-; R[$label,rss0]=-; R[$label,rssn]=-
+  R[$label,cpu]=-; R[$label,rss0]=-; R[$label,rssn]=-; R[$label,slow]=-
   if [ -n "$procs" ]; then
     R[$label,rss0]=$(rss_mib $procs)
     local c0 c1 mb
@@ -93,6 +94,19 @@ measure() {
     mb=$(in_ns "$ns" iperf3 -c "$host" -p "$ip" -t "$SECS" -f m 2>/dev/null | mbits)
     c1=$(cpu_ticks $procs)
     R[$label,cpu]=$(awk -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v mb="$mb" -v s="$SECS" 'BEGIN{ gb=mb*s/8/1000; if (gb>0) printf "%.2f", t/hz/gb; else print "-" }')
+    if [ -n "$fp" ]; then
+      # A reader taking 256 KiB/s from a sender that never stops: memory must stay flat.
+      in_ns "$ns" "$tk" slow-read "$host:$fp" "$SLOW" 256 >"$work/slow.out" 2>&1 &
+      local sp=$! lo=999999 hi=0 v
+      sleep 2
+      for _ in $(seq $((SLOW > 3 ? SLOW - 3 : 1))); do
+        v=$(rss_mib $procs)
+        lo=$(awk -v a="$lo" -v b="$v" 'BEGIN{print (b<a)?b:a}'); hi=$(awk -v a="$hi" -v b="$v" 'BEGIN{print (b>a)?b:a}')
+        sleep 1
+      done
+      wait "$sp" || true
+      R[$label,slow]="$lo–$hi"
+    fi
     if [ -n "$hp" ]; then
       exec {fd}> >(in_ns "$ns" "$tk" hold-conns "$host:$hp" "$CONNS" >"$work/hold.out" 2>&1)
       for _ in $(seq 600); do grep -q "ready\|error\|testkit" "$work/hold.out" 2>/dev/null && break; sleep 0.1; done
@@ -107,6 +121,7 @@ measure() {
 start_bg iperf3 -s -p 15301 -B 127.0.0.1 >/dev/null
 ready_bg "$work/echo0" "$tk" tcp-echo 127.0.0.1:15307
 ready_bg "$work/hold0" "$tk" hold-server 127.0.0.1:15308
+ready_bg "$work/fire0" "$tk" firehose 127.0.0.1:15309
 sleep 0.3
 measure direct "" 127.0.0.1 15301 15307 "" ""
 
@@ -116,14 +131,14 @@ conf "$pa" 100.100.0.1/32 15311 "$kb" 100.100.0.2/32 127.0.0.1:15312 >"$work/a.c
 conf "$pb" 100.100.0.2/32 15312 "$ka" 100.100.0.1/32 127.0.0.1:15311 >"$work/b.conf"
 start_bg "$bin/nexd" --state-dir "$work/sb" --unix-socket "$work/b.sock" proxy --config "$work/b.conf" \
   --ingress tcp:5201:127.0.0.1:15301 --ingress udp:5201:127.0.0.1:15301 \
-  --ingress tcp:7:127.0.0.1:15307 --ingress tcp:9:127.0.0.1:15308 2>"$work/b.log"
+  --ingress tcp:7:127.0.0.1:15307 --ingress tcp:9:127.0.0.1:15308 --ingress tcp:19:127.0.0.1:15309 2>"$work/b.log"
 nexd_b=$!
 start_bg "$bin/nexd" --state-dir "$work/sa" --unix-socket "$work/a.sock" proxy --config "$work/a.conf" \
   --egress tcp:15302:100.100.0.2:5201 --egress udp:15302:100.100.0.2:5201 \
-  --egress tcp:15303:100.100.0.2:7 --egress tcp:15304:100.100.0.2:9 2>"$work/a.log"
+  --egress tcp:15303:100.100.0.2:7 --egress tcp:15304:100.100.0.2:9 --egress tcp:15305:100.100.0.2:19 2>"$work/a.log"
 nexd_a=$!
 wait_log "$work/a.log" "nexd proxy running"; wait_log "$work/b.log" "nexd proxy running"
-measure nexd-nexd "" 127.0.0.1 15302 15303 15304 "$nexd_a $nexd_b"
+measure nexd-nexd "" 127.0.0.1 15302 15303 15304 "$nexd_a $nexd_b" 15305
 
 # --- two namespaces joined by veth ----------------------------------------------------------
 nsa=nexd-bench-a-$tag; nsb=nexd-bench-b-$tag
@@ -149,8 +164,9 @@ eval "wg_a=\$wgpid_wga$tag; wg_b=\$wgpid_wgb$tag"
 start_bg ip netns exec $nsb iperf3 -s -B 100.101.0.2 -p 5201 >/dev/null
 ready_bg "$work/echo1" ip netns exec $nsb "$tk" tcp-echo 100.101.0.2:7
 ready_bg "$work/hold1" ip netns exec $nsb "$tk" hold-server 100.101.0.2:9
+ready_bg "$work/fire1" ip netns exec $nsb "$tk" firehose 100.101.0.2:19
 sleep 0.5
-measure wggo-wggo $nsa 100.101.0.2 5201 7 9 "$wg_a $wg_b"
+measure wggo-wggo $nsa 100.101.0.2 5201 7 9 "$wg_a $wg_b" 19
 
 # nexd (ns A) <-> wireguard-go (ns B)
 read -r p3 k3 < <("$tk" genkey)
@@ -159,10 +175,10 @@ ip -n $nsb route add 100.101.0.3/32 dev wgb$tag
 conf "$p3" 100.101.0.3/32 51903 "$k2" 100.101.0.2/32 10.198.0.2:51902 >"$work/c.conf"
 start_bg ip netns exec $nsa "$bin/nexd" --state-dir "$work/sc" --unix-socket "$work/c.sock" proxy --config "$work/c.conf" \
   --egress tcp:15302:100.101.0.2:5201 --egress udp:15302:100.101.0.2:5201 \
-  --egress tcp:15303:100.101.0.2:7 --egress tcp:15304:100.101.0.2:9 2>"$work/c.log"
+  --egress tcp:15303:100.101.0.2:7 --egress tcp:15304:100.101.0.2:9 --egress tcp:15305:100.101.0.2:19 2>"$work/c.log"
 nexd_c=$!
 wait_log "$work/c.log" "nexd proxy running"
-measure nexd-wggo $nsa 127.0.0.1 15302 15303 15304 "$nexd_c $wg_b"
+measure nexd-wggo $nsa 127.0.0.1 15302 15303 15304 "$nexd_c $wg_b" 15305
 
 # --- table -----------------------------------------------------------------------------------
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a ~ /^[0-9.]+$/ && b+0>0) printf " (%.2fx)", a/b; }'; }
@@ -185,6 +201,7 @@ table() {
   row "CPU s per GB (both tunnel processes)" cpu
   row "RSS idle, MiB (both tunnel processes)" rss0
   row "RSS with $CONNS idle TCP connections, MiB" rssn
+  row "RSS min–max over ${SLOW}s, reader at 256 KiB/s from a fast sender, MiB" slow
 }
 echo
 echo "nexd benchmark: $(date -u +%F), $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), SECS=$SECS RUNS=$RUNS; ratios are against wireguard-go ↔ wireguard-go"

@@ -374,6 +374,11 @@ fn udp_egress_and_ingress_with_wireguard_go() {
             "1000",
         ])
         .unwrap_or_else(|e| panic!("ingress: {e}\n{}", w.nexd.log()));
+    // Larger than the MTU: nexd fragments, the peer's kernel reassembles, and back.
+    w.net
+        .a
+        .run(&[&testkit(), "udp-echo-check", "127.0.0.1:7007", "20", "4000"])
+        .unwrap_or_else(|e| panic!("egress, fragmented: {e}\n{}", w.nexd.log()));
 }
 
 #[test]

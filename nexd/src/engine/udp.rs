@@ -43,10 +43,16 @@ pub struct IngressUdpFlow {
     pub last_active: Instant,
 }
 
-/// Largest UDP payload that fits the tunnel MTU without fragmentation.
+/// Largest UDP payload nexd carries. Over IPv4, larger than the tunnel MTU is fine: smoltcp
+/// fragments (and reassembles what peers fragment), as a kernel WireGuard interface would.
+/// smoltcp does not fragment outgoing IPv6, so there the limit is the MTU; larger datagrams
+/// are dropped and counted, never truncated.
 pub fn max_payload(mtu: usize, dst: IpAddr) -> usize {
-    let ip_header = if dst.is_ipv4() { 20 } else { 40 };
-    mtu.saturating_sub(ip_header + 8)
+    if dst.is_ipv4() {
+        65535 - 20 - 8
+    } else {
+        mtu.saturating_sub(40 + 8)
+    }
 }
 
 /// Opens a host UDP socket connected to `dest`, with large buffers: a std handle to send on

@@ -10,7 +10,8 @@ fn usage() -> ExitCode {
     eprintln!(
         "usage: testkit genkey | tcp-echo ADDR | udp-echo ADDR | http-serve ADDR FILE | \
          tcp-echo-check ADDR BYTES SEED | udp-echo-check ADDR COUNT SIZE | \
-         conn-rate ADDR THREADS SECONDS | rtt ADDR COUNT SIZE | hold-server ADDR | hold-conns ADDR N"
+         conn-rate ADDR THREADS SECONDS | rtt ADDR COUNT SIZE | hold-server ADDR | hold-conns ADDR N | \
+         firehose ADDR | slow-read ADDR SECONDS KBPS"
     );
     ExitCode::from(64)
 }
@@ -128,6 +129,42 @@ fn run(args: &[String]) -> Result<(), String> {
             println!("ready {}", held.len());
             let mut sink = String::new();
             let _ = std::io::stdin().read_to_string(&mut sink);
+            Ok(())
+        }
+        [cmd, a] if cmd == "firehose" => {
+            // Writes pseudo-random bytes to every connection as fast as it is read.
+            let l = TcpListener::bind(addr(a)?).map_err(|e| e.to_string())?;
+            println!("ready");
+            for c in l.incoming() {
+                let Ok(mut c) = c else { continue };
+                std::thread::spawn(move || {
+                    let chunk = traffic::payload(64 * 1024, 1);
+                    while c.write_all(&chunk).is_ok() {}
+                });
+            }
+            Ok(())
+        }
+        [cmd, a, secs, kbps] if cmd == "slow-read" => {
+            // Reads from a firehose at a limited rate for SECS seconds.
+            let secs: u64 = secs.parse().map_err(|_| "bad SECONDS")?;
+            let kbps: u64 = kbps.parse().map_err(|_| "bad KBPS")?;
+            let mut c = std::net::TcpStream::connect(addr(a)?).map_err(|e| e.to_string())?;
+            let start = std::time::Instant::now();
+            let mut buf = vec![0u8; 1024];
+            let mut total = 0u64;
+            println!("ready");
+            while start.elapsed().as_secs() < secs {
+                let n = c.read(&mut buf).map_err(|e| e.to_string())?;
+                if n == 0 {
+                    return Err("firehose closed".into());
+                }
+                total += n as u64;
+                let due = std::time::Duration::from_secs_f64(total as f64 / (kbps as f64 * 1024.0));
+                if let Some(wait) = due.checked_sub(start.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            println!("read {total} bytes");
             Ok(())
         }
         _ => Err(String::new()),
