@@ -105,6 +105,10 @@ pub struct Paths {
     pub state_dir: PathBuf,
     /// API socket.
     pub unix_socket: PathBuf,
+    /// Whether the user chose the state dir (flag or env); only defaults may degrade.
+    pub state_dir_chosen: bool,
+    /// Whether the user chose the socket path (flag or env).
+    pub unix_socket_chosen: bool,
 }
 
 impl Paths {
@@ -114,11 +118,14 @@ impl Paths {
             .map(|m| m.uid() == 0)
             .unwrap_or(false);
         let env = PathEnv::from_process(is_root);
+        let (state_dir_chosen, unix_socket_chosen) = (state_dir.is_some(), unix_socket.is_some());
         let state_dir = state_dir.unwrap_or_else(|| env.state_dir());
         let unix_socket = unix_socket.unwrap_or_else(|| env.unix_socket(&state_dir));
         Paths {
             state_dir,
             unix_socket,
+            state_dir_chosen,
+            unix_socket_chosen,
         }
     }
 }
@@ -175,15 +182,33 @@ impl Drop for RemoveOnDrop {
 pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
     let mut rules = parse_rules(&args)?;
     let mut network = load_config(&args.config)?;
-    let store =
-        StateStore::open(&paths.state_dir).map_err(|e| fatal(EX_CANTCREAT, e.to_string()))?;
-    let state = store.load().map_err(|e| fatal(EX_CONFIG, e.to_string()))?;
+    // A user running as, say, nobody with an unwritable HOME still gets a working proxy: the
+    // *default* state dir and socket degrade with a warning; paths the user chose are fatal.
+    let store = match StateStore::open(&paths.state_dir) {
+        Ok(s) => Some(s),
+        Err(e) if !paths.state_dir_chosen => {
+            warn!("{e}; runtime changes will not be saved (set --state-dir)");
+            None
+        }
+        Err(e) => return Err(fatal(EX_CANTCREAT, e.to_string())),
+    };
+    let state = match &store {
+        Some(s) => s.load().map_err(|e| fatal(EX_CONFIG, e.to_string()))?,
+        None => State::default(),
+    };
     merge_state(&state, &mut network, &mut rules)?;
     let endpoints = resolve_endpoints(&network)?;
-    let listener = api::bind_private(&paths.unix_socket)
-        .await
-        .map_err(|e| fatal(1, e))?;
-    let _socket_guard = RemoveOnDrop(paths.unix_socket.clone());
+    let listener = match api::bind_private(&paths.unix_socket).await {
+        Ok(l) => Some(l),
+        Err(api::BindError::Other(e)) if !paths.unix_socket_chosen => {
+            warn!("{e}; the control API is off (set --unix-socket)");
+            None
+        }
+        Err(e) => return Err(fatal(1, e.to_string())),
+    };
+    let _socket_guard = listener
+        .as_ref()
+        .map(|_| RemoveOnDrop(paths.unix_socket.clone()));
     let tunables = Tunables {
         mtu: network.mtu.map(usize::from).unwrap_or(1420),
         udp_idle_timeout: Duration::from_secs(args.udp_idle_timeout),
@@ -206,13 +231,15 @@ pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
             return Err(fatal(1, e.to_string()));
         }
     }
-    let service = ApiService::new(handle.clone(), RuntimeState { store, state });
-    let api_task = tokio::spawn(api::serve(
-        listener,
-        paths.unix_socket.clone(),
-        service,
-        cancel.clone(),
-    ));
+    let api_task = listener.map(|listener| {
+        let service = ApiService::new(handle.clone(), RuntimeState { store, state });
+        tokio::spawn(api::serve(
+            listener,
+            paths.unix_socket.clone(),
+            service,
+            cancel.clone(),
+        ))
+    });
     match handle.status().await {
         Ok(st) => {
             info!(public_key = %st.public_key, %listen_addr, peers = st.peers.len(), rules = st.rules.len(), "nexd proxy running")
@@ -225,8 +252,10 @@ pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
     let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
     // A timeout here means clients that never close; they must not hold up shutdown, and
     // the guard removes the socket either way.
-    if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(2), api_task).await {
-        warn!("{e}");
+    if let Some(api_task) = api_task {
+        if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(2), api_task).await {
+            warn!("{e}");
+        }
     }
     Ok(())
 }

@@ -154,6 +154,9 @@ pub struct Launch {
     pub unprivileged: bool,
     /// Run inside this network namespace.
     pub netns: Option<String>,
+    /// Give nexd a HOME it cannot write and no state/socket paths, as a careless
+    /// `setpriv --reuid=nobody` would.
+    pub unwritable_home: bool,
 }
 
 impl Launch {
@@ -162,6 +165,7 @@ impl Launch {
         Launch {
             unprivileged: crate::is_root(),
             netns: None,
+            unwritable_home: false,
         }
     }
 }
@@ -203,16 +207,25 @@ impl Nexd {
         if launch.unprivileged {
             std::os::unix::fs::chown(&home, Some(65534), Some(65534)).expect("chown home");
         }
-        let child = Command::new(&cmd[0])
+        let mut command = Command::new(&cmd[0]);
+        if launch.unwritable_home {
+            command
+                .env("HOME", "/nonexistent-nexd-home")
+                .env_remove("XDG_STATE_HOME")
+                .env_remove("XDG_RUNTIME_DIR");
+        } else {
+            command
+                .env("HOME", &home)
+                .env("NEXD_STATE_DIR", home.join("state"))
+                .env("NEXD_UNIX_SOCKET", home.join("nexd.sock"));
+        }
+        let child = command
             .args(&cmd[1..])
             .env(
                 "NEXD_LOG_LEVEL",
                 std::env::var("E2E_NEXD_LOG").unwrap_or("debug".into()),
             )
             .env_remove("RUST_LOG")
-            .env("HOME", &home)
-            .env("NEXD_STATE_DIR", home.join("state"))
-            .env("NEXD_UNIX_SOCKET", home.join("nexd.sock"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(logf)

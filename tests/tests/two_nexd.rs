@@ -276,3 +276,36 @@ fn sigterm_stops_within_two_seconds() {
     // The egress port is closed with it.
     assert!(TcpStream::connect(local(e)).is_err());
 }
+
+#[test]
+fn runs_as_nobody_with_an_unwritable_home_without_the_api() {
+    // `setpriv --reuid=nobody nexd proxy ...` with root's HOME: the default state dir and
+    // socket cannot be created. The proxy must still work; only the API is off, with a warning.
+    if !nexd_e2e::is_root() {
+        nexd_e2e::skip("unwritable home", "needs root to run nexd as nobody");
+        return;
+    }
+    let echo = echo_server();
+    let mut p = Pair::new(true);
+    p.b.start(
+        &p.scratch,
+        &["--ingress".into(), format!("tcp:7000:127.0.0.1:{echo}")],
+    );
+    let e = free_port();
+    let args = vec![
+        "proxy".to_string(),
+        "--config".into(),
+        p.a.conf.display().to_string(),
+        "--egress".into(),
+        format!("tcp:{e}:100.100.0.2:7000"),
+    ];
+    let launch = nexd_e2e::nexd::Launch {
+        unprivileged: true,
+        netns: None,
+        unwritable_home: true,
+    };
+    let mut a = nexd_e2e::nexd::Nexd::start(&p.scratch, "a-nohome", &args, &launch);
+    a.wait_for_log("nexd proxy running", Duration::from_secs(10));
+    assert!(a.log().contains("the control API is off"), "{}", a.log());
+    tcp_echo_roundtrip(local(e), 256 * 1024, 11).unwrap();
+}

@@ -64,6 +64,7 @@ fn world(test: &str, rules: &[&str]) -> Option<World> {
         &Launch {
             unprivileged: true,
             netns: Some(net.a.name.clone()),
+            unwritable_home: false,
         },
     );
     for _ in 0..rules.len() / 2 {

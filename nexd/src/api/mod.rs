@@ -4,4 +4,4 @@ mod service;
 mod socket;
 
 pub use service::{ApiService, RuntimeState};
-pub use socket::{bind_private, serve};
+pub use socket::{bind_private, serve, BindError};

@@ -13,8 +13,8 @@ use tonic::{Request, Response, Status};
 /// What mutating calls share: the state file and its in-memory copy. Held across the engine
 /// call and the save, so concurrent calls apply and persist in one order.
 pub struct RuntimeState {
-    /// The file.
-    pub store: StateStore,
+    /// The file; `None` when the default state dir was unusable (changes are not saved).
+    pub store: Option<StateStore>,
     /// Its contents.
     pub state: State,
 }
@@ -57,10 +57,12 @@ fn status(e: EngineError) -> Status {
 }
 
 fn saved(runtime: &RuntimeState) -> Result<(), Status> {
-    runtime
-        .store
-        .save(&runtime.state)
-        .map_err(|e| Status::internal(format!("change applied but not saved: {e}")))
+    match &runtime.store {
+        Some(store) => store
+            .save(&runtime.state)
+            .map_err(|e| Status::internal(format!("change applied but not saved: {e}"))),
+        None => Ok(()),
+    }
 }
 
 fn parse_rule(r: Option<&api::ProxyRule>) -> Result<ProxyRule, Status> {

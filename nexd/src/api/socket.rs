@@ -16,9 +16,27 @@ fn set_umask(mask: u32) -> u32 {
     unsafe { libc::umask(mask as libc::mode_t) as u32 }
 }
 
+/// Why the socket could not be bound.
+#[derive(Debug)]
+pub enum BindError {
+    /// Another nexd answers on the path.
+    Live(String),
+    /// Anything else (permissions, missing directory, not a socket, ...).
+    Other(String),
+}
+
+impl std::fmt::Display for BindError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BindError::Live(m) | BindError::Other(m) => f.write_str(m),
+        }
+    }
+}
+
 /// Binds `path` as a 0600 socket (umask 0177 during bind, so it is never wider). Creates a missing parent directory 0700. A live daemon on
 /// the path is an error; a stale socket left by a crashed one is replaced.
-pub async fn bind_private(path: &Path) -> Result<UnixListener, String> {
+pub async fn bind_private(path: &Path) -> Result<UnixListener, BindError> {
+    let other = BindError::Other;
     let shown = path.display();
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         if !parent.exists() {
@@ -26,26 +44,33 @@ pub async fn bind_private(path: &Path) -> Result<UnixListener, String> {
                 .recursive(true)
                 .mode(0o700)
                 .create(parent)
-                .map_err(|e| format!("cannot create socket directory {}: {e}", parent.display()))?;
+                .map_err(|e| {
+                    other(format!(
+                        "cannot create socket directory {}: {e}",
+                        parent.display()
+                    ))
+                })?;
         }
     }
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
-            return Err(format!(
+            return Err(other(format!(
                 "{shown} exists and is not a socket; refusing to replace it"
-            ));
+            )));
         }
         if UnixStream::connect(path).await.is_ok() {
-            return Err(format!("another nexd is already serving {shown}"));
+            return Err(BindError::Live(format!(
+                "another nexd is already serving {shown}"
+            )));
         }
         tracing::info!("replacing stale socket {shown}");
         std::fs::remove_file(path)
-            .map_err(|e| format!("cannot remove stale socket {shown}: {e}"))?;
+            .map_err(|e| other(format!("cannot remove stale socket {shown}: {e}")))?;
     }
     let old = set_umask(0o177);
     let bound = UnixListener::bind(path);
     set_umask(old);
-    bound.map_err(|e| format!("cannot bind API socket {shown}: {e}"))
+    bound.map_err(|e| other(format!("cannot bind API socket {shown}: {e}")))
 }
 
 /// Serves the API until `cancel`, then removes the socket file.
