@@ -5,7 +5,8 @@ use nexd_e2e::free_port;
 use nexd_e2e::nexd::{config, run_to_exit, Keypair, PeerSpec, Scratch};
 use std::time::Duration;
 
-fn valid_config(scratch: &Scratch) -> String {
+/// A config with one peer at `endpoint`, written to `name`; returns its path.
+fn config_with_endpoint(scratch: &Scratch, name: &str, endpoint: &str) -> String {
     let (k, p) = (Keypair::generate(), Keypair::generate());
     let text = config(
         &k.private,
@@ -14,10 +15,14 @@ fn valid_config(scratch: &Scratch) -> String {
         &[PeerSpec {
             public: &p.public,
             allowed_ips: "100.100.0.2/32",
-            endpoint: Some("127.0.0.1:9".into()),
+            endpoint: Some(endpoint.into()),
         }],
     );
-    scratch.write("ok.conf", &text).display().to_string()
+    scratch.write(name, &text).display().to_string()
+}
+
+fn valid_config(scratch: &Scratch) -> String {
+    config_with_endpoint(scratch, "ok.conf", "127.0.0.1:9")
 }
 
 /// Runs nexd and checks: exits within 5 s, non-zero, one stderr line containing `want`.
@@ -104,18 +109,7 @@ fn bad_config_contents_name_line_and_value() {
 #[test]
 fn unresolvable_endpoint_is_named() {
     let s = Scratch::new();
-    let (k, p) = (Keypair::generate(), Keypair::generate());
-    let text = config(
-        &k.private,
-        "100.100.0.1/32",
-        free_port(),
-        &[PeerSpec {
-            public: &p.public,
-            allowed_ips: "100.100.0.2/32",
-            endpoint: Some("no-such-host.invalid:51820".into()),
-        }],
-    );
-    let c = s.write("ep.conf", &text).display().to_string();
+    let c = config_with_endpoint(&s, "ep.conf", "no-such-host.invalid:51820");
     expect_failure(&["proxy", "--config", &c], &["no-such-host.invalid:51820"]);
 }
 

@@ -97,6 +97,19 @@ impl WgIo for Io<'_> {
     }
 }
 
+/// The WireGuard layer's I/O over the engine's fields. A macro, not a method, so the borrows
+/// stay field by field and `self.wg` remains usable beside it.
+macro_rules! io {
+    ($e:expr) => {
+        Io {
+            udp: &$e.udp,
+            backlog: &mut $e.backlog,
+            device: &mut $e.stack.device,
+            dropped: &mut $e.counters.udp_send_dropped,
+        }
+    };
+}
+
 /// Binds the WireGuard socket, spawns the engine task and returns its handle and the task.
 pub async fn start(
     cfg: EngineConfig,
@@ -179,7 +192,7 @@ impl Engine {
                     None => break,
                 },
                 _ = tick.tick() => {
-                    let mut io = Io { udp: &self.udp, backlog: &mut self.backlog, device: &mut self.stack.device, dropped: &mut self.counters.udp_send_dropped };
+                    let mut io = io!(self);
                     self.wg.tick(&mut io);
                     if last_sweep.elapsed() >= Duration::from_secs(1) {
                         last_sweep = Instant::now();
@@ -230,12 +243,7 @@ impl Engine {
 
     fn on_datagram(&mut self, from: SocketAddr, data: &[u8]) {
         let from = SocketAddr::new(from.ip().to_canonical(), from.port());
-        let mut io = Io {
-            udp: &self.udp,
-            backlog: &mut self.backlog,
-            device: &mut self.stack.device,
-            dropped: &mut self.counters.udp_send_dropped,
-        };
+        let mut io = io!(self);
         self.wg.handle_datagram(from, data, &mut io);
     }
 
@@ -257,12 +265,7 @@ impl Engine {
     fn flush_tx(&mut self) {
         let mut tx = std::mem::take(&mut self.stack.device.tx);
         for pkt in tx.drain(..) {
-            let mut io = Io {
-                udp: &self.udp,
-                backlog: &mut self.backlog,
-                device: &mut self.stack.device,
-                dropped: &mut self.counters.udp_send_dropped,
-            };
+            let mut io = io!(self);
             self.wg.send_packet(&pkt, &mut io);
             self.stack.device.recycle(pkt);
         }
@@ -698,12 +701,7 @@ impl Engine {
                 if r.is_ok() {
                     info!(peer = %peer.public_key, "peer added");
                     if peer.persistent_keepalive.is_some() {
-                        let mut io = Io {
-                            udp: &self.udp,
-                            backlog: &mut self.backlog,
-                            device: &mut self.stack.device,
-                            dropped: &mut self.counters.udp_send_dropped,
-                        };
+                        let mut io = io!(self);
                         self.wg.initiate(&peer.public_key, &mut io);
                     }
                 }
