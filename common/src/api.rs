@@ -8,6 +8,7 @@ tonic::include_proto!("nexd.v1");
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/nexd_descriptor.bin"));
 
+use crate::allow::{self, RuleSpec};
 use crate::rule::{Direction as DomainDirection, ProxyRule as DomainRule, RuleError};
 
 impl From<DomainRule> for ProxyRule {
@@ -18,7 +19,27 @@ impl From<DomainRule> for ProxyRule {
                 DomainDirection::Egress => Direction::Egress,
             } as i32,
             rule: r.rule.to_string(),
+            allowed_peers: Vec::new(),
         }
+    }
+}
+
+impl From<&RuleSpec> for ProxyRule {
+    fn from(r: &RuleSpec) -> Self {
+        ProxyRule {
+            allowed_peers: r.allowed_peers.iter().map(|a| a.to_string()).collect(),
+            ..ProxyRule::from(r.rule)
+        }
+    }
+}
+
+impl TryFrom<&ProxyRule> for RuleSpec {
+    type Error = RuleError;
+    fn try_from(p: &ProxyRule) -> Result<Self, RuleError> {
+        Ok(RuleSpec {
+            rule: DomainRule::try_from(p)?,
+            allowed_peers: allow::parse_list(&p.allowed_peers)?,
+        })
     }
 }
 
@@ -50,7 +71,25 @@ mod tests {
         let bad = ProxyRule {
             direction: 7,
             rule: "tcp:1:1.1.1.1:1".into(),
+            allowed_peers: vec![],
         };
         assert!(DomainRule::try_from(&bad).is_err());
+    }
+
+    #[test]
+    fn allow_list_round_trips_and_bad_entries_are_named() {
+        let spec = RuleSpec {
+            rule: "ingress tcp:443:127.0.0.1:8080".parse().unwrap(),
+            allowed_peers: allow::parse_list(&["100.100.0.2", "10.1.0.0/16"]).unwrap(),
+        };
+        let wire = ProxyRule::from(&spec);
+        assert_eq!(wire.allowed_peers, ["100.100.0.2", "10.1.0.0/16"]);
+        assert_eq!(RuleSpec::try_from(&wire).unwrap(), spec);
+        let bad = ProxyRule {
+            allowed_peers: vec!["nobody".into()],
+            ..wire
+        };
+        let e = RuleSpec::try_from(&bad).unwrap_err().to_string();
+        assert!(e.contains("\"nobody\""), "{e}");
     }
 }

@@ -1,12 +1,14 @@
 //! Pure, I/O-free types shared by nexd and nexctl: the proxy rule grammar, the
 //! wg-quick style network configuration, and WireGuard keys.
 
+pub mod allow;
 pub mod api;
 pub mod config;
 pub mod key;
 pub mod paths;
 pub mod rule;
 
+pub use allow::{AllowPeer, RuleSpec};
 pub use config::{ConfigError, NetworkConfig, PeerConfig};
 pub use key::{Key, KeyError};
 pub use rule::{Direction, Protocol, ProxyRule, Rule, RuleError};

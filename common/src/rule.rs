@@ -64,6 +64,9 @@ pub enum RuleError {
     /// Direction is neither ingress nor egress.
     #[error("unknown direction {0:?}: expected ingress or egress")]
     UnknownDirection(String),
+    /// An allow-list entry is not a key, address or network.
+    #[error(transparent)]
+    InvalidPeer(#[from] crate::allow::AllowPeerError),
 }
 
 impl FromStr for Protocol {

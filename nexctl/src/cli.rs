@@ -69,11 +69,22 @@ pub struct RuleArg {
     pub egress: Option<String>,
 }
 
+/// `proxy add`: a rule and, for ingress, who may use it.
+#[derive(Args, Debug)]
+pub struct AddArgs {
+    #[command(flatten)]
+    pub rule: RuleArg,
+    /// Ingress only: a peer allowed to use the rule, as a base64 public key, a tunnel IP
+    /// address or a CIDR (repeatable or comma-separated; default: every peer)
+    #[arg(long = "allow-peer", value_name = "PEER", value_delimiter = ',')]
+    pub allow_peer: Vec<String>,
+}
+
 /// `nexctl nexd proxy ...`
 #[derive(Subcommand, Debug)]
 pub enum ProxyCommand {
     /// Add a rule; its listener is up when this returns
-    Add(RuleArg),
+    Add(AddArgs),
     /// Remove a rule; stops accepting at once, live connections finish
     Remove(RuleArg),
     /// List the active rules

@@ -6,10 +6,11 @@ mod client;
 mod output;
 
 use clap::Parser;
-use cli::{Cli, Command, NexdCommand, PeersCommand, ProxyCommand, RuleArg};
+use cli::{AddArgs, Cli, Command, NexdCommand, PeersCommand, ProxyCommand, RuleArg};
+use nexd_common::allow;
 use nexd_common::api;
 use nexd_common::paths::PathEnv;
-use nexd_common::{Direction, ProxyRule, Rule};
+use nexd_common::{Direction, ProxyRule, Rule, RuleSpec};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,6 +63,22 @@ fn rule_arg(arg: &RuleArg) -> Result<ProxyRule, Failure> {
     Ok(ProxyRule { direction, rule })
 }
 
+fn spec_arg(arg: &AddArgs) -> Result<RuleSpec, Failure> {
+    let rule = rule_arg(&arg.rule)?;
+    if rule.direction == Direction::Egress && !arg.allow_peer.is_empty() {
+        return Err(Failure::new(
+            EX_USAGE,
+            "--allow-peer applies to --ingress rules only",
+        ));
+    }
+    let allowed_peers = allow::parse_list(&arg.allow_peer)
+        .map_err(|e| Failure::new(EX_DATAERR, format!("--allow-peer: {e}")))?;
+    Ok(RuleSpec {
+        rule,
+        allowed_peers,
+    })
+}
+
 async fn run(cli: Cli) -> Result<(), Failure> {
     let socket = cli.unix_socket.clone().unwrap_or_else(default_socket);
     let out = cli.output;
@@ -82,8 +99,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             // Validate locally before connecting, so bad input is reported as such.
             let rule = match &command {
                 NexdCommand::Proxy {
-                    command: ProxyCommand::Add(a) | ProxyCommand::Remove(a),
-                } => Some(rule_arg(a)?),
+                    command: ProxyCommand::Add(a),
+                } => Some(spec_arg(a)?),
+                NexdCommand::Proxy {
+                    command: ProxyCommand::Remove(a),
+                } => Some(RuleSpec::from(rule_arg(a)?)),
                 _ => None,
             };
             let psk = match &command {
@@ -109,7 +129,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     ProxyCommand::Add(_) => {
                         let r = rule.ok_or_else(|| Failure::new(EX_USAGE, "missing rule"))?;
                         c.add_proxy_rule(api::AddProxyRuleRequest {
-                            rule: Some(r.into()),
+                            rule: Some((&r).into()),
                         })
                         .await
                         .map_err(client::failure)?;
@@ -118,7 +138,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     ProxyCommand::Remove(_) => {
                         let r = rule.ok_or_else(|| Failure::new(EX_USAGE, "missing rule"))?;
                         c.remove_proxy_rule(api::RemoveProxyRuleRequest {
-                            rule: Some(r.into()),
+                            rule: Some((&r).into()),
                         })
                         .await
                         .map_err(client::failure)?;

@@ -2,7 +2,7 @@
 
 use crate::cli::Output;
 use nexd_common::api;
-use nexd_common::ProxyRule;
+use nexd_common::RuleSpec;
 use serde_json::json;
 
 fn direction_name(d: i32) -> &'static str {
@@ -14,13 +14,17 @@ fn direction_name(d: i32) -> &'static str {
 }
 
 /// After add/remove of a rule.
-pub fn done(out: Output, verb: &str, rule: &ProxyRule) {
+pub fn done(out: Output, verb: &str, spec: &RuleSpec) {
     match out {
-        Output::Text => println!("{verb} {rule}"),
-        Output::Json => println!(
-            "{}",
-            json!({"result": verb, "direction": rule.direction.to_string(), "rule": rule.rule.to_string()})
-        ),
+        Output::Text => println!("{verb} {spec}"),
+        Output::Json => {
+            let allowed: Vec<String> = spec.allowed_peers.iter().map(|a| a.to_string()).collect();
+            println!(
+                "{}",
+                json!({"result": verb, "direction": spec.rule.direction.to_string(),
+                       "rule": spec.rule.rule.to_string(), "allowed_peers": allowed})
+            )
+        }
     }
 }
 
@@ -37,13 +41,25 @@ pub fn rules(out: Output, rules: &[api::ProxyRule]) {
     match out {
         Output::Text => {
             for r in rules {
-                println!("{} {}", direction_name(r.direction), r.rule);
+                if r.allowed_peers.is_empty() {
+                    println!("{} {}", direction_name(r.direction), r.rule);
+                } else {
+                    let allowed = r.allowed_peers.join(",");
+                    println!(
+                        "{} {} allow-peer={allowed}",
+                        direction_name(r.direction),
+                        r.rule
+                    );
+                }
             }
         }
         Output::Json => {
             let list: Vec<_> = rules
                 .iter()
-                .map(|r| json!({"direction": direction_name(r.direction), "rule": r.rule}))
+                .map(|r| {
+                    json!({"direction": direction_name(r.direction), "rule": r.rule,
+                           "allowed_peers": r.allowed_peers})
+                })
                 .collect();
             println!("{}", json!({ "rules": list }));
         }
@@ -92,21 +108,23 @@ pub fn status(out: Output, s: &api::GetStatusResponse) {
             for (k, v) in rows {
                 println!("{:<12} {v}", format!("{k}:"));
             }
-            let nonzero: Vec<String> = s
-                .counters
-                .iter()
-                .filter(|c| c.value > 0)
-                .map(|c| format!("{}={}", c.name, c.value))
-                .collect();
-            println!(
-                "{:<12} {}",
-                "dropped:",
-                if nonzero.is_empty() {
-                    "none".to_string()
-                } else {
-                    nonzero.join(" ")
-                }
-            );
+            for (group, title) in [
+                ("dropped_packets", "dropped:"),
+                ("refused_flows", "refused:"),
+                ("handshakes", "handshakes:"),
+            ] {
+                let nonzero: Vec<String> = s
+                    .counters
+                    .iter()
+                    .filter(|c| c.value > 0 && c.group == group)
+                    .map(|c| format!("{}={}", c.name, c.value))
+                    .collect();
+                let line = match nonzero.is_empty() {
+                    true => "none".to_string(),
+                    false => nonzero.join(" "),
+                };
+                println!("{title:<12} {line}");
+            }
         }
         Output::Json => {
             let counters: serde_json::Map<String, serde_json::Value> = s
@@ -114,6 +132,16 @@ pub fn status(out: Output, s: &api::GetStatusResponse) {
                 .iter()
                 .map(|c| (c.name.clone(), json!(c.value)))
                 .collect();
+            let mut groups = serde_json::Map::new();
+            for c in &s.counters {
+                if let Some(g) = groups
+                    .entry(c.group.clone())
+                    .or_insert_with(|| json!({}))
+                    .as_object_mut()
+                {
+                    g.insert(c.name.clone(), json!(c.value));
+                }
+            }
             println!(
                 "{}",
                 json!({
@@ -126,6 +154,7 @@ pub fn status(out: Output, s: &api::GetStatusResponse) {
                     "tcp_flows": s.tcp_flows,
                     "udp_flows": s.udp_flows,
                     "counters": counters,
+                    "counter_groups": groups,
                     "version": s.version,
                 })
             );

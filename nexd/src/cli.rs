@@ -34,6 +34,40 @@ pub enum Command {
     Version,
 }
 
+/// Defaults of the flow limits, as clap wants them.
+mod nexd_limits {
+    pub const MAX_FLOWS: u64 = crate::engine::DEFAULT_MAX_FLOWS as u64;
+    pub const MAX_FLOWS_PER_RULE: u64 = crate::engine::DEFAULT_MAX_FLOWS_PER_RULE as u64;
+}
+
+/// Parses a byte count with an optional K or M suffix (powers of 1024), within 16K..=64M.
+pub fn parse_bytes(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, ""),
+    };
+    let unit = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1024,
+        "M" | "MB" | "MIB" => 1024 * 1024,
+        _ => {
+            return Err(format!(
+                "{s:?} is not a byte count such as 524288, 512K or 4M"
+            ))
+        }
+    };
+    let n = digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| format!("{s:?} is not a byte count such as 524288, 512K or 4M"))?;
+    if !(16 * 1024..=64 * 1024 * 1024).contains(&n) {
+        return Err(format!("{s:?} is out of range: 16K to 64M"));
+    }
+    Ok(n)
+}
+
 /// `nexd proxy` options.
 #[derive(Args, Debug)]
 pub struct ProxyArgs {
@@ -50,6 +84,24 @@ pub struct ProxyArgs {
     /// protocol:port:destination_ip:destination_port (repeatable)
     #[arg(long = "egress", value_name = "RULE")]
     pub egress: Vec<String>,
+
+    /// Only these peers may use the --ingress rules given here: a base64 public key, a tunnel
+    /// IP address or a CIDR (repeatable; default: every peer). Others get a reset
+    #[arg(long = "allow-peer", value_name = "PEER")]
+    pub allow_peer: Vec<String>,
+
+    /// Open flows (TCP and UDP, all rules) beyond which new ones are refused
+    #[arg(long, default_value_t = nexd_limits::MAX_FLOWS, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_flows: u64,
+
+    /// Open flows through one rule beyond which its new ones are refused
+    #[arg(long, default_value_t = nexd_limits::MAX_FLOWS_PER_RULE, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_flows_per_rule: u64,
+
+    /// Bytes a TCP flow may hold in each direction, also its receive window (K and M suffixes:
+    /// 256K, 4M; 16K to 64M)
+    #[arg(long, default_value = "512K", value_name = "BYTES", value_parser = parse_bytes)]
+    pub max_pending_bytes: usize,
 
     /// Seconds without traffic after which a UDP flow is closed
     #[arg(long, default_value_t = 60, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]

@@ -57,8 +57,26 @@ fn pin_mmap_threshold() {
     }
 }
 
+/// Every flow holds a host socket, so the usual soft limit of 1024 descriptors would cap nexd
+/// far below its flow limits. Raise the soft limit to the hard one, as Go programs do.
+#[allow(unsafe_code)]
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 fn main() -> ExitCode {
     pin_mmap_threshold();
+    raise_fd_limit();
     let cli = cli::Cli::parse();
     if let Err(e) = init_logging(cli.log_level.as_deref()) {
         eprintln!("nexd: {e}");

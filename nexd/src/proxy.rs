@@ -4,8 +4,9 @@ use crate::api::{self, ApiService, RuntimeState};
 use crate::cli::ProxyArgs;
 use crate::engine::{self, EngineConfig, Tunables};
 use crate::state::{State, StateStore};
+use nexd_common::allow;
 use nexd_common::paths::PathEnv;
-use nexd_common::{Direction, NetworkConfig, ProxyRule, Rule};
+use nexd_common::{Direction, NetworkConfig, ProxyRule, Rule, RuleSpec};
 use nexd_common::{Key, PeerConfig};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::unix::fs::MetadataExt;
@@ -38,9 +39,17 @@ fn fatal(code: u8, message: impl Into<String>) -> Fatal {
     }
 }
 
-/// Parses `--ingress`/`--egress` values.
-pub fn parse_rules(args: &ProxyArgs) -> Result<Vec<ProxyRule>, Fatal> {
-    let mut out = Vec::new();
+/// Parses `--ingress`/`--egress` values; `--allow-peer` applies to the ingress ones.
+pub fn parse_rules(args: &ProxyArgs) -> Result<Vec<RuleSpec>, Fatal> {
+    let allowed = allow::parse_list(&args.allow_peer)
+        .map_err(|e| fatal(EX_USAGE, format!("--allow-peer: {e}")))?;
+    if !allowed.is_empty() && args.ingress.is_empty() {
+        return Err(fatal(
+            EX_USAGE,
+            "--allow-peer applies to --ingress rules, and none is given",
+        ));
+    }
+    let mut out: Vec<RuleSpec> = Vec::new();
     for (direction, flag, list) in [
         (Direction::Ingress, "--ingress", &args.ingress),
         (Direction::Egress, "--egress", &args.egress),
@@ -50,10 +59,16 @@ pub fn parse_rules(args: &ProxyArgs) -> Result<Vec<ProxyRule>, Fatal> {
                 .parse()
                 .map_err(|e| fatal(EX_USAGE, format!("invalid {flag} rule {s:?}: {e}")))?;
             let pr = ProxyRule { direction, rule };
-            if out.contains(&pr) {
+            if out.iter().any(|r| r.rule == pr) {
                 return Err(fatal(EX_USAGE, format!("{flag} rule {s:?} given twice")));
             }
-            out.push(pr);
+            out.push(RuleSpec {
+                rule: pr,
+                allowed_peers: match direction {
+                    Direction::Ingress => allowed.clone(),
+                    Direction::Egress => Vec::new(),
+                },
+            });
         }
     }
     Ok(out)
@@ -134,7 +149,7 @@ impl Paths {
 fn merge_state(
     state: &State,
     network: &mut NetworkConfig,
-    rules: &mut Vec<ProxyRule>,
+    rules: &mut Vec<RuleSpec>,
 ) -> Result<(), Fatal> {
     network
         .peers
@@ -159,11 +174,15 @@ fn merge_state(
         });
     }
     for line in &state.rules {
-        let r: ProxyRule = line
-            .parse()
-            .map_err(|e| fatal(EX_CONFIG, format!("state: rule {line:?}: {e}")))?;
-        if !rules.contains(&r) {
-            rules.push(r);
+        let bad = |e: String| fatal(EX_CONFIG, format!("state: rule {line:?}: {e}"));
+        let r: ProxyRule = line.parse().map_err(|e| bad(format!("{e}")))?;
+        let allowed_peers = allow::parse_list(state.allowed_peers.get(line).map_or(&[][..], |v| v))
+            .map_err(|e| bad(e.to_string()))?;
+        if !rules.iter().any(|x| x.rule == r) {
+            rules.push(RuleSpec {
+                rule: r,
+                allowed_peers,
+            });
         }
     }
     Ok(())
@@ -213,6 +232,9 @@ pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
         mtu: network.mtu.map(usize::from).unwrap_or(1420),
         udp_idle_timeout: Duration::from_secs(args.udp_idle_timeout),
         connect_timeout: Duration::from_secs(args.connect_timeout),
+        max_flows: args.max_flows as usize,
+        max_flows_per_rule: args.max_flows_per_rule as usize,
+        max_pending_bytes: args.max_pending_bytes,
     };
     let cancel = CancellationToken::new();
     let (handle, task, listen_addr) = engine::start(

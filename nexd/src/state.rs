@@ -5,6 +5,7 @@
 //! either the old or the new file.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -47,6 +48,9 @@ pub struct State {
     /// Public keys of configured peers removed at runtime.
     #[serde(default)]
     pub removed_peers: Vec<String>,
+    /// Allow-lists of runtime rules that have one, keyed by the rule's line.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub allowed_peers: BTreeMap<String, Vec<String>>,
 }
 
 fn version_one() -> u32 {
@@ -60,6 +64,7 @@ impl Default for State {
             rules: Vec::new(),
             added_peers: Vec::new(),
             removed_peers: Vec::new(),
+            allowed_peers: BTreeMap::new(),
         }
     }
 }
@@ -200,6 +205,7 @@ mod tests {
             rules: vec!["egress tcp:5432:100.100.0.2:5432".into()],
             added_peers: vec![],
             removed_peers: vec![],
+            allowed_peers: BTreeMap::new(),
         };
         store.save(&s).unwrap();
         assert_eq!(store.load().unwrap(), s);

@@ -3,7 +3,7 @@
 use crate::engine::{EngineError, EngineHandle};
 use crate::state::{SavedPeer, State, StateStore};
 use nexd_common::api::{self, nexd_server::Nexd};
-use nexd_common::{Key, PeerConfig, ProxyRule};
+use nexd_common::{Key, PeerConfig, ProxyRule, RuleSpec};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -68,6 +68,11 @@ fn saved(runtime: &RuntimeState) -> Result<(), Status> {
 fn parse_rule(r: Option<&api::ProxyRule>) -> Result<ProxyRule, Status> {
     let r = r.ok_or_else(|| Status::invalid_argument("missing rule"))?;
     ProxyRule::try_from(r).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+fn parse_spec(r: Option<&api::ProxyRule>) -> Result<RuleSpec, Status> {
+    let r = r.ok_or_else(|| Status::invalid_argument("missing rule"))?;
+    RuleSpec::try_from(r).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 /// Resolves `host:port` without blocking the runtime.
@@ -144,12 +149,18 @@ impl Nexd for ApiService {
         &self,
         req: Request<api::AddProxyRuleRequest>,
     ) -> Result<Response<api::AddProxyRuleResponse>, Status> {
-        let rule = parse_rule(req.get_ref().rule.as_ref())?;
+        let spec = parse_spec(req.get_ref().rule.as_ref())?;
         let mut rt = self.runtime.lock().await;
-        self.engine.add_rule(rule).await.map_err(status)?;
-        let line = rule.to_string();
+        self.engine.add_rule(spec.clone()).await.map_err(status)?;
+        let line = spec.rule.to_string();
         if !rt.state.rules.contains(&line) {
-            rt.state.rules.push(line);
+            rt.state.rules.push(line.clone());
+        }
+        if spec.allowed_peers.is_empty() {
+            rt.state.allowed_peers.remove(&line);
+        } else {
+            let list = spec.allowed_peers.iter().map(|a| a.to_string()).collect();
+            rt.state.allowed_peers.insert(line, list);
         }
         saved(&rt)?;
         Ok(Response::new(api::AddProxyRuleResponse {}))
@@ -164,6 +175,7 @@ impl Nexd for ApiService {
         self.engine.remove_rule(rule).await.map_err(status)?;
         let line = rule.to_string();
         rt.state.rules.retain(|r| *r != line);
+        rt.state.allowed_peers.remove(&line);
         saved(&rt)?;
         Ok(Response::new(api::RemoveProxyRuleResponse {}))
     }
@@ -174,7 +186,7 @@ impl Nexd for ApiService {
     ) -> Result<Response<api::ListProxyRulesResponse>, Status> {
         let st = self.engine.status().await.map_err(status)?;
         Ok(Response::new(api::ListProxyRulesResponse {
-            rules: st.rules.into_iter().map(api::ProxyRule::from).collect(),
+            rules: st.rules.iter().map(api::ProxyRule::from).collect(),
         }))
     }
 
@@ -195,9 +207,10 @@ impl Nexd for ApiService {
             counters: st
                 .counters
                 .iter()
-                .map(|&(name, value)| api::Counter {
+                .map(|&(group, name, value)| api::Counter {
                     name: name.to_string(),
                     value,
+                    group: group.to_string(),
                 })
                 .collect(),
             version: env!("CARGO_PKG_VERSION").to_string(),

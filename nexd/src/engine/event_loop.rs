@@ -2,14 +2,14 @@
 //! after each wake-up pumps the stack until it is quiet.
 
 use super::host::{self, Event, FlowId};
-use super::rules::{Listener, RuleTable};
+use super::rules::{FlowOrigin, Listener, Origin, Refusal, RuleTable, ServiceKey};
 use super::stack::NetStack;
 use super::tcp::{FlowState, TcpFlow};
 use super::udp::{self, EgressUdpFlow, IngressUdpFlow};
 use super::wg::{WgDevice, WgIo};
 use super::{Command, EngineConfig, EngineError, EngineHandle, EngineStatus, PeerStatus, Tunables};
 use bytes::Bytes;
-use nexd_common::{Direction, Protocol, ProxyRule};
+use nexd_common::{Direction, Protocol, ProxyRule, RuleSpec};
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::{tcp, udp as sudp};
 use smoltcp::wire::{IpEndpoint, IpListenEndpoint};
@@ -37,6 +37,18 @@ struct Counters {
     egress_no_route: u64,
     ingress_dial_failed: u64,
     ports_exhausted: u64,
+    refused_not_allowed: u64,
+    refused_rule_limit: u64,
+    refused_total_limit: u64,
+}
+
+impl Counters {
+    fn refused(&mut self, why: Refusal) {
+        match why {
+            Refusal::NotAllowed => self.refused_not_allowed += 1,
+            Refusal::RuleLimit => self.refused_rule_limit += 1,
+        }
+    }
 }
 
 struct Engine {
@@ -50,6 +62,8 @@ struct Engine {
     commands: mpsc::Receiver<Command>,
     rules: RuleTable,
     tcp_flows: HashMap<FlowId, TcpFlow>,
+    /// Aborted sockets that never became flows; removed after the poll that sends their RST.
+    refusing: Vec<SocketHandle>,
     egress_udp: HashMap<FlowId, EgressUdpFlow>,
     egress_udp_index: HashMap<(u16, SocketAddr), FlowId>,
     ingress_udp: HashMap<FlowId, IngressUdpFlow>,
@@ -125,7 +139,8 @@ pub async fn start(
     for (peer, endpoint) in cfg.network.peers.iter().zip(cfg.endpoints.iter()) {
         wg.add_peer(peer, *endpoint)?;
     }
-    let stack = NetStack::new(&cfg.network.addresses, cfg.tunables.mtu);
+    let mut stack = NetStack::new(&cfg.network.addresses, cfg.tunables.mtu);
+    stack.tcp_buffer = cfg.tunables.max_pending_bytes;
     let (events_tx, events_rx) = mpsc::channel(4096);
     let (cmd_tx, commands) = mpsc::channel(64);
     let engine = Engine {
@@ -139,6 +154,7 @@ pub async fn start(
         commands,
         rules: RuleTable::default(),
         tcp_flows: HashMap::new(),
+        refusing: Vec::new(),
         egress_udp: HashMap::new(),
         egress_udp_index: HashMap::new(),
         ingress_udp: HashMap::new(),
@@ -251,10 +267,14 @@ impl Engine {
     fn pump(&mut self) {
         for _ in 0..PUMP_ROUNDS {
             let changed = self.stack.poll();
+            for h in self.refusing.drain(..) {
+                self.stack.sockets.remove(h);
+            }
             self.refill_listeners();
             let progress = self.service_tcp() | self.service_udp();
             self.flush_tx();
-            if !changed && !progress && self.stack.device.rx.is_empty() {
+            if !changed && !progress && self.stack.device.rx.is_empty() && self.refusing.is_empty()
+            {
                 break;
             }
         }
@@ -275,6 +295,29 @@ impl Engine {
         }
     }
 
+    fn flow_count(&self) -> usize {
+        self.tcp_flows.len() + self.egress_udp.len() + self.ingress_udp.len()
+    }
+
+    /// Picks a destination of service `key` for a new flow, within the limits and the
+    /// allow-lists, counting the refusal if there is none.
+    fn admit(&mut self, key: ServiceKey, origin: Option<Origin>) -> Option<FlowOrigin> {
+        if self.flow_count() >= self.tunables.max_flows {
+            self.counters.refused_total_limit += 1;
+            debug!(?key, "flow limit reached; refusing");
+            return None;
+        }
+        let service = self.rules.services.get_mut(&key)?;
+        match service.pick(origin, self.tunables.max_flows_per_rule) {
+            Ok(destination) => Some(FlowOrigin { key, destination }),
+            Err(why) => {
+                self.counters.refused(why);
+                debug!(?key, ?why, "new flow refused");
+                None
+            }
+        }
+    }
+
     fn flow_id(&mut self) -> FlowId {
         let id = self.next_flow;
         self.next_flow += 1;
@@ -286,7 +329,7 @@ impl Engine {
     /// Keeps `LISTEN_BACKLOG` listening sockets per ingress TCP port; sockets that left
     /// LISTEN become flows that dial the rule's destination.
     fn refill_listeners(&mut self) {
-        let mut new_flows = Vec::new();
+        let mut accepted_all = Vec::new();
         for (&(dir, proto, port), service) in self.rules.services.iter_mut() {
             if dir != Direction::Ingress || proto != Protocol::Tcp {
                 continue;
@@ -313,20 +356,31 @@ impl Engine {
                 }
                 handles.push(h);
             }
-            for h in accepted {
-                match service.pick() {
-                    Some(dest) => new_flows.push((h, dest, port)),
-                    None => {
-                        self.stack.sockets.remove(h);
-                    }
-                }
-            }
+            accepted_all.extend(accepted.into_iter().map(|h| (h, port)));
         }
-        for (h, dest, port) in new_flows {
-            let id = self.flow_id();
+        for (h, port) in accepted_all {
             let remote = self.stack.sockets.get::<tcp::Socket>(h).remote_endpoint();
+            let admitted = remote.and_then(|r| {
+                let src = IpAddr::from(r.addr);
+                let peer = self.wg.owner(src).copied();
+                let origin = Origin {
+                    src,
+                    peer: peer.as_ref(),
+                };
+                self.admit((Direction::Ingress, Protocol::Tcp, port), Some(origin))
+            });
+            let Some(origin) = admitted else {
+                // Refused: the SYN-ACK is out, so the peer gets a reset.
+                self.stack.sockets.get_mut::<tcp::Socket>(h).abort();
+                self.refusing.push(h);
+                continue;
+            };
+            let dest = origin.destination;
+            let id = self.flow_id();
             debug!(flow = id, port, ?remote, %dest, "ingress tcp flow");
-            self.tcp_flows.insert(id, TcpFlow::new(h, None, dest));
+            let mut flow = TcpFlow::new(h, None, dest);
+            flow.origin = Some(origin);
+            self.tcp_flows.insert(id, flow);
             host::spawn_ingress_dial(
                 dest,
                 id,
@@ -350,6 +404,9 @@ impl Engine {
         for id in done {
             if let Some(flow) = self.tcp_flows.remove(&id) {
                 self.stack.sockets.remove(flow.handle);
+                if let Some(o) = &flow.origin {
+                    self.rules.flow_closed(o);
+                }
                 if let Some((addr, port)) = flow.local {
                     self.stack.ports.release(addr, port);
                 }
@@ -360,30 +417,35 @@ impl Engine {
     }
 
     fn start_egress_tcp(&mut self, port: u16, stream: tokio::net::TcpStream, client: SocketAddr) {
-        let Some(dest) = self
-            .rules
-            .services
-            .get_mut(&(Direction::Egress, Protocol::Tcp, port))
-            .and_then(|s| s.pick())
-        else {
-            return; // Rule removed meanwhile: dropping the stream closes it.
-        };
         let reset = |stream: tokio::net::TcpStream| {
             let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
         };
+        let key = (Direction::Egress, Protocol::Tcp, port);
+        if !self.rules.services.contains_key(&key) {
+            return; // Rule removed meanwhile: dropping the stream closes it.
+        }
+        let Some(origin) = self.admit(key, None) else {
+            return reset(stream);
+        };
+        // Every refusal below gives the slot back.
+        let release = |e: &mut Self| e.rules.flow_closed(&origin);
+        let dest = origin.destination;
         if self.wg.route(dest.ip()).is_none() {
             self.counters.egress_no_route += 1;
             warn!(%client, %dest, "no peer's AllowedIPs cover the destination; refusing");
+            release(self);
             return reset(stream);
         }
         let Some(src) = self.stack.source_for(dest.ip()) else {
             self.counters.egress_no_route += 1;
             warn!(%client, %dest, "no tunnel address of the destination's family; refusing");
+            release(self);
             return reset(stream);
         };
         let Some(sport) = self.stack.ports.allocate(src) else {
             self.counters.ports_exhausted += 1;
             warn!(%client, %dest, "no free tunnel source port; refusing");
+            release(self);
             return reset(stream);
         };
         let h = self.stack.new_tcp_socket();
@@ -395,11 +457,13 @@ impl Engine {
             warn!(%dest, "connect: {e}");
             self.stack.sockets.remove(h);
             self.stack.ports.release(src, sport);
+            release(self);
             return reset(stream);
         }
         let id = self.flow_id();
         debug!(flow = id, %client, %dest, "egress tcp flow");
         let mut flow = TcpFlow::new(h, Some((src, sport)), dest);
+        flow.origin = Some(origin);
         let (rx, credits, shared) = flow.attach_host();
         host::spawn_tcp_io(stream, id, self.events_tx.clone(), rx, credits, shared);
         self.tcp_flows.insert(id, flow);
@@ -411,21 +475,29 @@ impl Engine {
         if let Some(&id) = self.egress_udp_index.get(&(port, client)) {
             return Some(id);
         }
-        let service = self
-            .rules
-            .services
-            .get_mut(&(Direction::Egress, Protocol::Udp, port))?;
-        let Listener::EgressUdp(host, _) = &service.listener else {
+        let key = (Direction::Egress, Protocol::Udp, port);
+        let Listener::EgressUdp(host, _) = &self.rules.services.get(&key)?.listener else {
             return None;
         };
         let host = host.clone();
-        let dest = service.pick()?;
+        let origin = self.admit(key, None)?;
+        let dest = origin.destination;
+        let refuse = |e: &mut Self| {
+            e.rules.flow_closed(&origin);
+            None
+        };
         if self.wg.route(dest.ip()).is_none() {
             self.counters.egress_no_route += 1;
-            return None;
+            return refuse(self);
         }
-        let src = self.stack.source_for(dest.ip())?;
-        let sport = self.stack.ports.allocate(src)?;
+        let Some(src) = self.stack.source_for(dest.ip()) else {
+            self.counters.egress_no_route += 1;
+            return refuse(self);
+        };
+        let Some(sport) = self.stack.ports.allocate(src) else {
+            self.counters.ports_exhausted += 1;
+            return refuse(self);
+        };
         let h = self.stack.new_udp_socket();
         if self
             .stack
@@ -439,7 +511,7 @@ impl Engine {
         {
             self.stack.sockets.remove(h);
             self.stack.ports.release(src, sport);
-            return None;
+            return refuse(self);
         }
         let id = self.flow_id();
         debug!(flow = id, %client, %dest, "egress udp flow");
@@ -452,6 +524,7 @@ impl Engine {
                 host,
                 dest,
                 last_active: Instant::now(),
+                origin,
             },
         );
         self.egress_udp_index.insert((port, client), id);
@@ -575,15 +648,19 @@ impl Engine {
         remote: IpEndpoint,
         local_addr: Option<smoltcp::wire::IpAddress>,
     ) -> Option<FlowId> {
-        let dest = self
-            .rules
-            .services
-            .get_mut(&(Direction::Ingress, Protocol::Udp, port))?
-            .pick()?;
+        let src = IpAddr::from(remote.addr);
+        let peer = self.wg.owner(src).copied();
+        let origin = Origin {
+            src,
+            peer: peer.as_ref(),
+        };
+        let origin = self.admit((Direction::Ingress, Protocol::Udp, port), Some(origin))?;
+        let dest = origin.destination;
         let (host, receiver) = match udp::connect_host(dest) {
             Ok(pair) => pair,
             Err(e) => {
                 warn!(%dest, "cannot open udp socket to destination: {e}");
+                self.rules.flow_closed(&origin);
                 return None;
             }
         };
@@ -599,6 +676,7 @@ impl Engine {
                 host,
                 reader,
                 last_active: Instant::now(),
+                origin,
             },
         );
         self.ingress_udp_index.insert((port, remote), id);
@@ -629,7 +707,8 @@ impl Engine {
 
     fn close_egress_udp(&mut self, id: FlowId) {
         if let Some(f) = self.egress_udp.remove(&id) {
-            self.egress_udp_index.retain(|_, v| *v != id);
+            self.rules.flow_closed(&f.origin);
+            self.egress_udp_index.remove(&(f.origin.key.2, f.client));
             self.stack.sockets.remove(f.handle);
             self.stack.ports.release(f.local.0, f.local.1);
             debug!(flow = id, "udp flow closed");
@@ -638,6 +717,7 @@ impl Engine {
 
     fn close_ingress_udp(&mut self, id: FlowId) {
         if let Some(f) = self.ingress_udp.remove(&id) {
+            self.rules.flow_closed(&f.origin);
             self.ingress_udp_index.remove(&(f.port, f.remote));
             f.reader.abort();
             debug!(flow = id, "udp flow closed");
@@ -722,9 +802,16 @@ impl Engine {
         }
     }
 
-    fn add_rule(&mut self, rule: ProxyRule) -> Result<(), EngineError> {
+    fn add_rule(&mut self, spec: RuleSpec) -> Result<(), EngineError> {
+        let rule = spec.rule;
         if self.rules.contains(&rule) {
             return Err(EngineError::DuplicateRule(rule));
+        }
+        if rule.direction == Direction::Egress && !spec.allowed_peers.is_empty() {
+            return Err(EngineError::InvalidRule {
+                rule,
+                reason: "allowed peers apply to ingress rules only".to_string(),
+            });
         }
         let dest_ip = rule.rule.destination.ip();
         if rule.direction == Direction::Egress && self.stack.source_for(dest_ip).is_none() {
@@ -736,8 +823,8 @@ impl Engine {
                 ),
             });
         }
-        if self.rules.join(&rule) {
-            info!(%rule, "rule added to existing listener");
+        if self.rules.join(&spec) {
+            info!(rule = %spec, "rule added to existing listener");
             return Ok(());
         }
         let port = rule.rule.port;
@@ -779,11 +866,11 @@ impl Engine {
                 Listener::IngressUdp(h)
             }
         };
-        self.rules.create(&rule, listener);
+        self.rules.create(&spec, listener);
         // Ingress listeners exist once the next refill runs; run it now so the port works
         // when the caller hears back.
         self.refill_listeners();
-        info!(%rule, "rule started");
+        info!(rule = %spec, "rule started");
         Ok(())
     }
 
@@ -857,18 +944,29 @@ impl Engine {
                 .collect(),
             tcp_flows: self.tcp_flows.len(),
             udp_flows: self.egress_udp.len() + self.ingress_udp.len(),
-            counters: vec![
-                ("invalid_datagrams", c.invalid_datagrams),
-                ("unknown_peer", c.unknown_peer),
-                ("spoofed_source", c.spoofed_source),
-                ("no_route", c.no_route),
-                ("no_endpoint", c.no_endpoint),
-                ("udp_send_dropped", self.counters.udp_send_dropped),
-                ("oversize_datagrams", self.counters.oversize_datagrams),
-                ("egress_no_route", self.counters.egress_no_route),
-                ("ingress_dial_failed", self.counters.ingress_dial_failed),
-                ("ports_exhausted", self.counters.ports_exhausted),
-            ],
+            counters: {
+                let e = &self.counters;
+                const D: &str = "dropped_packets";
+                const R: &str = "refused_flows";
+                const H: &str = "handshakes";
+                vec![
+                    (D, "invalid_datagrams", c.invalid_datagrams),
+                    (D, "spoofed_source", c.spoofed_source),
+                    (D, "no_route", c.no_route),
+                    (D, "no_endpoint", c.no_endpoint),
+                    (D, "udp_send_dropped", e.udp_send_dropped),
+                    (D, "oversize_datagrams", e.oversize_datagrams),
+                    (R, "egress_no_route", e.egress_no_route),
+                    (R, "ingress_dial_failed", e.ingress_dial_failed),
+                    (R, "ports_exhausted", e.ports_exhausted),
+                    (R, "not_allowed", e.refused_not_allowed),
+                    (R, "rule_limit", e.refused_rule_limit),
+                    (R, "total_limit", e.refused_total_limit),
+                    (H, "unknown_peer", c.unknown_peer),
+                    (H, "handshake_failed", c.handshake_failed),
+                    (H, "rate_limited", c.handshake_rate_limited),
+                ]
+            },
         }
     }
 

@@ -16,7 +16,7 @@ pub mod wg;
 #[cfg(test)]
 mod core_tests;
 
-use nexd_common::{Key, NetworkConfig, PeerConfig, ProxyRule};
+use nexd_common::{Key, NetworkConfig, PeerConfig, ProxyRule, RuleSpec};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -33,7 +33,18 @@ pub struct Tunables {
     pub udp_idle_timeout: Duration,
     /// Give up connecting to a destination after this long.
     pub connect_timeout: Duration,
+    /// Open flows (TCP and UDP, all rules) beyond which new ones are refused.
+    pub max_flows: usize,
+    /// Open flows through one rule beyond which its new ones are refused.
+    pub max_flows_per_rule: usize,
+    /// Bytes a TCP flow may hold in each direction (its smoltcp buffer and window).
+    pub max_pending_bytes: usize,
 }
+
+/// Default for [`Tunables::max_flows`].
+pub const DEFAULT_MAX_FLOWS: usize = 32768;
+/// Default for [`Tunables::max_flows_per_rule`].
+pub const DEFAULT_MAX_FLOWS_PER_RULE: usize = 16384;
 
 impl Default for Tunables {
     fn default() -> Self {
@@ -41,6 +52,9 @@ impl Default for Tunables {
             mtu: 1420,
             udp_idle_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
+            max_flows: DEFAULT_MAX_FLOWS,
+            max_flows_per_rule: DEFAULT_MAX_FLOWS_PER_RULE,
+            max_pending_bytes: stack::TCP_BUFFER,
         }
     }
 }
@@ -130,15 +144,15 @@ pub struct EngineStatus {
     /// Tunnel addresses.
     pub addresses: Vec<ipnet::IpNet>,
     /// Active rules.
-    pub rules: Vec<ProxyRule>,
+    pub rules: Vec<RuleSpec>,
     /// Peers.
     pub peers: Vec<PeerStatus>,
     /// Open TCP flows.
     pub tcp_flows: usize,
     /// Open UDP flows.
     pub udp_flows: usize,
-    /// Drop counters, by reason.
-    pub counters: Vec<(&'static str, u64)>,
+    /// Counters: group, name, value.
+    pub counters: Vec<(&'static str, &'static str, u64)>,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
@@ -146,7 +160,7 @@ type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
 /// Requests from the control plane.
 pub enum Command {
     /// Start a rule; replies once its listener is up.
-    AddRule(ProxyRule, Reply<()>),
+    AddRule(RuleSpec, Reply<()>),
     /// Stop a rule's listener; live flows drain.
     RemoveRule(ProxyRule, Reply<()>),
     /// Add a peer.
@@ -176,7 +190,7 @@ impl EngineHandle {
     }
 
     /// Starts a rule. Returns once the listener accepts connections.
-    pub async fn add_rule(&self, rule: ProxyRule) -> Result<(), EngineError> {
+    pub async fn add_rule(&self, rule: RuleSpec) -> Result<(), EngineError> {
         self.call(|r| Command::AddRule(rule, r)).await
     }
 

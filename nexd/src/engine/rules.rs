@@ -1,10 +1,12 @@
 //! The rule table: rules grouped into services by (direction, protocol, port), each with
-//! its listener, spreading new flows round-robin over the group's destinations.
+//! its listener, spreading new flows round-robin over the group's destinations, within each
+//! rule's allow-list and flow limit.
 
-use nexd_common::{Direction, Protocol, ProxyRule, Rule};
+use nexd_common::allow::{self, AllowPeer};
+use nexd_common::{Direction, Key, Protocol, ProxyRule, Rule, RuleSpec};
 use smoltcp::iface::SocketHandle;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use tokio::net::UdpSocket;
 use tokio::task::AbortHandle;
@@ -21,24 +23,75 @@ pub enum Listener {
     IngressUdp(SocketHandle),
 }
 
+/// One rule of a service and its live flow count.
+pub struct RuleEntry {
+    /// The rule.
+    pub rule: Rule,
+    /// Who may use it (ingress only); empty admits every peer.
+    pub allowed_peers: Vec<AllowPeer>,
+    /// Flows opened through it and not yet closed.
+    pub flows: usize,
+}
+
 /// Rules sharing a listener.
 pub struct Service {
-    /// Destinations, in the order they were added.
-    pub rules: Vec<Rule>,
+    /// Rules, in the order they were added.
+    pub rules: Vec<RuleEntry>,
     next: usize,
     /// The listener.
     pub listener: Listener,
 }
 
+/// Who opens a flow through an ingress rule: its tunnel source and the peer that owns it.
+#[derive(Clone, Copy)]
+pub struct Origin<'a> {
+    /// Inner source address.
+    pub src: IpAddr,
+    /// The peer whose AllowedIPs own `src`.
+    pub peer: Option<&'a Key>,
+}
+
+/// Why no rule of a service took a new flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No rule's allow-list admits the peer.
+    NotAllowed,
+    /// Every admitting rule is at its flow limit.
+    RuleLimit,
+}
+
+/// Identifies the rule a flow was opened through, to release its slot when it closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowOrigin {
+    /// The service.
+    pub key: ServiceKey,
+    /// The rule's destination within the service.
+    pub destination: SocketAddr,
+}
+
 impl Service {
-    /// The next destination, round-robin.
-    pub fn pick(&mut self) -> Option<SocketAddr> {
-        if self.rules.is_empty() {
-            return None;
+    /// The next destination, round-robin over the rules that admit `origin` (egress flows
+    /// pass `None`) and are below `limit` flows. Takes a flow slot of the chosen rule.
+    pub fn pick(&mut self, origin: Option<Origin>, limit: usize) -> Result<SocketAddr, Refusal> {
+        let n = self.rules.len();
+        let mut refusal = Refusal::NotAllowed;
+        for i in 0..n {
+            let idx = (self.next + i) % n;
+            let e = &mut self.rules[idx];
+            if let Some(o) = origin {
+                if !allow::admits(&e.allowed_peers, o.src, o.peer) {
+                    continue;
+                }
+            }
+            if e.flows >= limit {
+                refusal = Refusal::RuleLimit;
+                continue;
+            }
+            e.flows += 1;
+            self.next = idx.wrapping_add(1);
+            return Ok(e.rule.destination);
         }
-        let r = self.rules[self.next % self.rules.len()];
-        self.next = self.next.wrapping_add(1);
-        Some(r.destination)
+        Err(refusal)
     }
 }
 
@@ -58,18 +111,18 @@ pub fn key_of(r: &ProxyRule) -> ServiceKey {
 }
 
 impl RuleTable {
-    /// Whether the exact rule is active.
+    /// Whether the exact rule is active (whatever its allow-list).
     pub fn contains(&self, r: &ProxyRule) -> bool {
         self.services
             .get(&key_of(r))
-            .is_some_and(|s| s.rules.contains(&r.rule))
+            .is_some_and(|s| s.rules.iter().any(|e| e.rule == r.rule))
     }
 
     /// Adds a rule to an existing service; returns false if there is no service yet.
-    pub fn join(&mut self, r: &ProxyRule) -> bool {
-        match self.services.get_mut(&key_of(r)) {
+    pub fn join(&mut self, r: &RuleSpec) -> bool {
+        match self.services.get_mut(&key_of(&r.rule)) {
             Some(s) => {
-                s.rules.push(r.rule);
+                s.rules.push(entry(r));
                 true
             }
             None => false,
@@ -77,11 +130,11 @@ impl RuleTable {
     }
 
     /// Creates the service for a rule with its listener.
-    pub fn create(&mut self, r: &ProxyRule, listener: Listener) {
+    pub fn create(&mut self, r: &RuleSpec, listener: Listener) {
         self.services.insert(
-            key_of(r),
+            key_of(&r.rule),
             Service {
-                rules: vec![r.rule],
+                rules: vec![entry(r)],
                 next: 0,
                 listener,
             },
@@ -93,7 +146,7 @@ impl RuleTable {
     pub fn remove(&mut self, r: &ProxyRule) -> Option<Option<Listener>> {
         let key = key_of(r);
         let s = self.services.get_mut(&key)?;
-        let pos = s.rules.iter().position(|x| *x == r.rule)?;
+        let pos = s.rules.iter().position(|e| e.rule == r.rule)?;
         s.rules.remove(pos);
         if s.rules.is_empty() {
             return Some(self.services.remove(&key).map(|s| s.listener));
@@ -101,15 +154,104 @@ impl RuleTable {
         Some(None)
     }
 
+    /// Gives back a flow slot. Flows of a rule removed meanwhile have nothing to give back.
+    pub fn flow_closed(&mut self, origin: &FlowOrigin) {
+        if let Some(e) = self.services.get_mut(&origin.key).and_then(|s| {
+            s.rules
+                .iter_mut()
+                .find(|e| e.rule.destination == origin.destination)
+        }) {
+            e.flows = e.flows.saturating_sub(1);
+        }
+    }
+
     /// Every active rule, sorted.
-    pub fn list(&self) -> Vec<ProxyRule> {
+    pub fn list(&self) -> Vec<RuleSpec> {
         self.services
             .iter()
             .flat_map(|(&(direction, _, _), s)| {
-                s.rules
-                    .iter()
-                    .map(move |&rule| ProxyRule { direction, rule })
+                s.rules.iter().map(move |e| RuleSpec {
+                    rule: ProxyRule {
+                        direction,
+                        rule: e.rule,
+                    },
+                    allowed_peers: e.allowed_peers.clone(),
+                })
             })
             .collect()
+    }
+}
+
+fn entry(r: &RuleSpec) -> RuleEntry {
+    RuleEntry {
+        rule: r.rule.rule,
+        allowed_peers: r.allowed_peers.clone(),
+        flows: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(s: &str, allow: &[&str]) -> RuleSpec {
+        RuleSpec {
+            rule: s.parse().unwrap(),
+            allowed_peers: allow::parse_list(allow).unwrap(),
+        }
+    }
+
+    fn table(specs: &[RuleSpec]) -> RuleTable {
+        let mut t = RuleTable::default();
+        for s in specs {
+            if !t.join(s) {
+                t.create(s, Listener::IngressTcp(Vec::new()));
+            }
+        }
+        t
+    }
+
+    #[test]
+    fn round_robin_respects_allow_lists_and_limits() {
+        let k = Key([3; 32]);
+        let mut t = table(&[
+            spec("ingress tcp:80:127.0.0.1:1", &["100.64.0.0/24"]),
+            spec("ingress tcp:80:127.0.0.1:2", &[&k.to_string()]),
+        ]);
+        let s = t.services.values_mut().next().unwrap();
+        let inside = Origin {
+            src: "100.64.0.5".parse().unwrap(),
+            peer: None,
+        };
+        let keyed = Origin {
+            src: "100.65.0.5".parse().unwrap(),
+            peer: Some(&k),
+        };
+        let stranger = Origin {
+            src: "100.66.0.5".parse().unwrap(),
+            peer: Some(&Key([4; 32])),
+        };
+        assert_eq!(s.pick(Some(inside), 2).unwrap().port(), 1);
+        assert_eq!(s.pick(Some(keyed), 2).unwrap().port(), 2);
+        assert_eq!(s.pick(Some(stranger), 2), Err(Refusal::NotAllowed));
+        assert_eq!(s.pick(Some(inside), 2).unwrap().port(), 1);
+        assert_eq!(s.pick(Some(inside), 2), Err(Refusal::RuleLimit));
+        t.flow_closed(&FlowOrigin {
+            key: (Direction::Ingress, Protocol::Tcp, 80),
+            destination: "127.0.0.1:1".parse().unwrap(),
+        });
+        let s = t.services.values_mut().next().unwrap();
+        assert_eq!(s.pick(Some(inside), 2).unwrap().port(), 1);
+    }
+
+    #[test]
+    fn open_rules_alternate() {
+        let mut t = table(&[
+            spec("egress tcp:80:10.0.0.1:1", &[]),
+            spec("egress tcp:80:10.0.0.1:2", &[]),
+        ]);
+        let s = t.services.values_mut().next().unwrap();
+        let ports: Vec<u16> = (0..4).map(|_| s.pick(None, 100).unwrap().port()).collect();
+        assert_eq!(ports, [1, 2, 1, 2]);
     }
 }

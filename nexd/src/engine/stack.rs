@@ -81,6 +81,8 @@ pub struct NetStack {
     pub ports: PortAllocator,
     addresses: Vec<IpNet>,
     epoch: Instant,
+    /// Buffer per direction of each new TCP socket: the most a flow holds in each direction.
+    pub tcp_buffer: usize,
 }
 
 impl NetStack {
@@ -112,6 +114,7 @@ impl NetStack {
             ports: PortAllocator::new(),
             addresses: addresses.to_vec(),
             epoch,
+            tcp_buffer: TCP_BUFFER,
         }
     }
 
@@ -148,8 +151,8 @@ impl NetStack {
 
     /// A new TCP socket with large buffers, tuned for a proxy.
     pub fn new_tcp_socket(&mut self) -> SocketHandle {
-        let rx = tcp::SocketBuffer::new(vec![0; TCP_BUFFER]);
-        let tx = tcp::SocketBuffer::new(vec![0; TCP_BUFFER]);
+        let rx = tcp::SocketBuffer::new(vec![0; self.tcp_buffer]);
+        let tx = tcp::SocketBuffer::new(vec![0; self.tcp_buffer]);
         let mut s = tcp::Socket::new(rx, tx);
         s.set_congestion_control(tcp::CongestionControl::Cubic);
         // The host side already coalesces writes; Nagle here only adds latency.

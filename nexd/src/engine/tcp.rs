@@ -23,6 +23,8 @@ pub struct TcpFlow {
     pub local: Option<(IpAddr, u16)>,
     /// Where the flow goes (for logs).
     pub dest: SocketAddr,
+    /// The rule it was opened through, whose flow slot it holds.
+    pub origin: Option<super::rules::FlowOrigin>,
     /// Bytes for the host writer. `None` before the host side exists (ingress dialing)
     /// and after the remote side finished.
     to_host: Option<mpsc::Sender<Bytes>>,
@@ -53,6 +55,7 @@ impl TcpFlow {
             handle,
             local,
             dest,
+            origin: None,
             to_host: None,
             pending: VecDeque::new(),
             credits: Arc::new(Semaphore::new(super::host::HOST_CREDITS)),

@@ -1,6 +1,7 @@
 //! UDP flows: one per client address, each with its own tunnel-side (egress) or host-side
 //! (ingress) socket, closed after an idle timeout.
 
+use super::rules::FlowOrigin;
 use smoltcp::iface::SocketHandle;
 use smoltcp::wire::IpEndpoint;
 use std::net::{IpAddr, SocketAddr};
@@ -23,6 +24,8 @@ pub struct EgressUdpFlow {
     pub dest: SocketAddr,
     /// Last datagram either way.
     pub last_active: Instant,
+    /// The rule it was opened through.
+    pub origin: FlowOrigin,
 }
 
 /// Tunnel client → host destination.
@@ -41,6 +44,8 @@ pub struct IngressUdpFlow {
     pub reader: AbortHandle,
     /// Last datagram either way.
     pub last_active: Instant,
+    /// The rule it was opened through.
+    pub origin: FlowOrigin,
 }
 
 /// Largest UDP payload nexd carries. Over IPv4, larger than the tunnel MTU is fine: smoltcp

@@ -28,6 +28,10 @@ pub struct WgCounters {
     pub invalid_datagrams: u64,
     /// Handshake initiations from keys that are not configured peers.
     pub unknown_peer: u64,
+    /// Handshake messages from configured peers that failed to authenticate or decrypt.
+    pub handshake_failed: u64,
+    /// Handshakes answered with a cookie because the rate limit was reached.
+    pub handshake_rate_limited: u64,
     /// Decrypted packets whose source is outside the sending peer's AllowedIPs.
     pub spoofed_source: u64,
     /// Outgoing packets whose destination no peer's AllowedIPs cover.
@@ -210,6 +214,13 @@ impl WgDevice {
             .sort_by_key(|r| std::cmp::Reverse(r.0.prefix_len()));
     }
 
+    /// The public key of the peer whose AllowedIPs own `ip` (longest prefix).
+    pub fn owner(&self, ip: IpAddr) -> Option<&Key> {
+        self.route(ip)
+            .and_then(|i| self.peers.get(&i))
+            .map(|p| &p.public_key)
+    }
+
     /// The peer whose AllowedIPs contain `dst` with the longest prefix.
     pub fn route(&self, dst: IpAddr) -> Option<u32> {
         self.routes
@@ -220,6 +231,7 @@ impl WgDevice {
 
     /// Handles one datagram from the network.
     pub fn handle_datagram(&mut self, from: SocketAddr, data: &[u8], io: &mut impl WgIo) {
+        let is_handshake;
         let index = {
             let packet =
                 match self
@@ -228,6 +240,7 @@ impl WgDevice {
                 {
                     Ok(p) => p,
                     Err(TunnResult::WriteToNetwork(cookie)) => {
+                        self.counters.handshake_rate_limited += 1;
                         io.send_datagram(from, cookie);
                         return;
                     }
@@ -236,6 +249,10 @@ impl WgDevice {
                         return;
                     }
                 };
+            is_handshake = matches!(
+                packet,
+                Packet::HandshakeInit(_) | Packet::HandshakeResponse(_)
+            );
             match packet {
                 Packet::HandshakeInit(ref init) => {
                     match parse_handshake_anon(&self.private, &self.public, init)
@@ -264,6 +281,7 @@ impl WgDevice {
             .decapsulate(Some(from.ip()), data, &mut self.scratch)
         {
             TunnResult::Done => authenticated = true,
+            TunnResult::Err(_) if is_handshake => self.counters.handshake_failed += 1,
             TunnResult::Err(_) => self.counters.invalid_datagrams += 1,
             TunnResult::WriteToNetwork(out) => {
                 authenticated = true;
