@@ -7,6 +7,7 @@ pub mod config;
 pub mod key;
 pub mod paths;
 pub mod rule;
+pub mod usage;
 
 pub use allow::{AllowPeer, RuleSpec};
 pub use config::{ConfigError, NetworkConfig, PeerConfig};

@@ -5,7 +5,6 @@ mod cli;
 mod client;
 mod output;
 
-use clap::Parser;
 use cli::{AddArgs, Cli, Command, NexdCommand, PeersCommand, ProxyCommand, RuleArg};
 use nexd_common::allow;
 use nexd_common::api;
@@ -201,28 +200,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli: Cli = match nexd_common::usage::parse_or_exit("nexctl") {
         Ok(c) => c,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                let _ = e.print();
-                return ExitCode::SUCCESS;
-            }
-            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-                let _ = e.print();
-                return ExitCode::from(EX_USAGE);
-            }
-            // clap's first line says what is wrong; the rest is usage boilerplate.
-            let text = e.to_string();
-            let first: Vec<&str> = text
-                .lines()
-                .take_while(|l| !l.trim().is_empty())
-                .map(str::trim)
-                .collect();
-            eprintln!("nexctl: {}", first.join(" ").trim_start_matches("error: "));
-            return ExitCode::from(EX_USAGE);
-        }
+        Err(code) => return code,
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -3,7 +3,6 @@
 
 use nexd::{cli, proxy};
 
-use clap::Parser;
 use std::process::ExitCode;
 
 /// sysexits: command line usage error.
@@ -77,7 +76,10 @@ fn raise_fd_limit() {
 fn main() -> ExitCode {
     pin_mmap_threshold();
     raise_fd_limit();
-    let cli = cli::Cli::parse();
+    let cli: cli::Cli = match nexd_common::usage::parse_or_exit("nexd") {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     if let Err(e) = init_logging(cli.log_level.as_deref()) {
         eprintln!("nexd: {e}");
         return ExitCode::from(EX_USAGE);

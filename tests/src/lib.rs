@@ -5,6 +5,7 @@ pub mod netns;
 pub mod nexd;
 pub mod pair;
 pub mod reflection;
+pub mod status;
 pub mod traffic;
 
 use std::time::{Duration, Instant};
