@@ -34,6 +34,7 @@ const PUMP_ROUNDS: usize = 64;
 struct Counters {
     udp_send_dropped: u64,
     oversize_datagrams: u64,
+    not_local: u64,
     egress_no_route: u64,
     ingress_dial_failed: u64,
     ports_exhausted: u64,
@@ -71,6 +72,8 @@ struct Engine {
     next_flow: FlowId,
     tunables: Tunables,
     addresses: Vec<ipnet::IpNet>,
+    /// The tunnel addresses, the only destinations accepted from peers.
+    local_ips: Vec<IpAddr>,
     counters: Counters,
     cancel: CancellationToken,
 }
@@ -83,7 +86,8 @@ struct Io<'a> {
     udp: &'a UdpSocket,
     backlog: &'a mut VecDeque<(SocketAddr, Vec<u8>)>,
     device: &'a mut super::device::QueueDevice,
-    dropped: &'a mut u64,
+    local: &'a [IpAddr],
+    counters: &'a mut Counters,
 }
 
 impl WgIo for Io<'_> {
@@ -95,7 +99,7 @@ impl WgIo for Io<'_> {
                 Ok(_) => return,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(_) => {
-                    *self.dropped += 1;
+                    self.counters.udp_send_dropped += 1;
                     return;
                 }
             }
@@ -103,11 +107,15 @@ impl WgIo for Io<'_> {
         if self.backlog.len() < SEND_BACKLOG {
             self.backlog.push_back((to, data.to_vec()));
         } else {
-            *self.dropped += 1;
+            self.counters.udp_send_dropped += 1;
         }
     }
     fn deliver_packet(&mut self, packet: &[u8]) {
-        self.device.push_rx(packet);
+        // The stack would drop these too, silently; nexd never forwards between peers.
+        match boringtun::noise::Tunn::dst_address(packet) {
+            Some(dst) if self.local.contains(&dst) => self.device.push_rx(packet),
+            _ => self.counters.not_local += 1,
+        }
     }
 }
 
@@ -119,7 +127,8 @@ macro_rules! io {
             udp: &$e.udp,
             backlog: &mut $e.backlog,
             device: &mut $e.stack.device,
-            dropped: &mut $e.counters.udp_send_dropped,
+            local: &$e.local_ips,
+            counters: &mut $e.counters,
         }
     };
 }
@@ -162,6 +171,7 @@ pub async fn start(
         next_flow: 1,
         tunables: cfg.tunables,
         addresses: cfg.network.addresses.clone(),
+        local_ips: cfg.network.addresses.iter().map(|a| a.addr()).collect(),
         counters: Counters::default(),
         cancel: cancel.clone(),
     };
@@ -969,6 +979,7 @@ impl Engine {
                     (D, "no_endpoint", c.no_endpoint),
                     (D, "udp_send_dropped", e.udp_send_dropped),
                     (D, "oversize_datagrams", e.oversize_datagrams),
+                    (D, "not_local", e.not_local),
                     (R, "egress_no_route", e.egress_no_route),
                     (R, "ingress_dial_failed", e.ingress_dial_failed),
                     (R, "ports_exhausted", e.ports_exhausted),
