@@ -92,6 +92,21 @@ impl Pair {
     }
 }
 
+impl Pair {
+    /// Starts B with `--ingress tcp:7000:127.0.0.1:<target>` and A with an egress rule from a
+    /// free host port to B's port 7000, each with its `extra` flags. Returns A's host port.
+    pub fn start_tcp_path(&mut self, target: u16, b_extra: &[&str], a_extra: &[&str]) -> u16 {
+        let mut b: Vec<String> = b_extra.iter().map(|s| s.to_string()).collect();
+        b.extend(["--ingress".into(), format!("tcp:7000:127.0.0.1:{target}")]);
+        self.b.start(&self.scratch, &b);
+        let port = free_port();
+        let mut a: Vec<String> = a_extra.iter().map(|s| s.to_string()).collect();
+        a.extend(["--egress".into(), format!("tcp:{port}:100.100.0.2:7000")]);
+        self.a.start(&self.scratch, &a);
+        port
+    }
+}
+
 impl Node {
     /// Starts nexd with `extra` proxy arguments and waits until it runs.
     pub fn start(&mut self, scratch: &Scratch, extra: &[String]) {

@@ -301,22 +301,8 @@ fn rule_flow_limit_refuses_new_flows_and_spares_live_ones() {
 
 #[test]
 fn total_flow_limit_refuses_new_flows_and_spares_live_ones() {
-    let echo = echo_server();
     let mut p = Pair::new(true);
-    p.b.start(
-        &p.scratch,
-        &["--ingress".into(), format!("tcp:7000:127.0.0.1:{echo}")],
-    );
-    let e = free_port();
-    p.a.start(
-        &p.scratch,
-        &[
-            "--max-flows".into(),
-            "2".into(),
-            "--egress".into(),
-            format!("tcp:{e}:100.100.0.2:7000"),
-        ],
-    );
+    let e = p.start_tcp_path(echo_server(), &[], &["--max-flows", "2"]);
     let mut live: Vec<TcpStream> = (0..2).map(|_| held(local(e))).collect();
     let before = counter(&p.a, "total_limit");
     expect_refused(local(e));
@@ -339,26 +325,8 @@ fn total_flow_limit_refuses_new_flows_and_spares_live_ones() {
 
 #[test]
 fn small_pending_byte_limit_still_moves_data_intact() {
-    let echo = echo_server();
     let mut p = Pair::new(true);
-    p.b.start(
-        &p.scratch,
-        &[
-            "--max-pending-bytes".into(),
-            "16K".into(),
-            "--ingress".into(),
-            format!("tcp:7000:127.0.0.1:{echo}"),
-        ],
-    );
-    let e = free_port();
-    p.a.start(
-        &p.scratch,
-        &[
-            "--max-pending-bytes".into(),
-            "16K".into(),
-            "--egress".into(),
-            format!("tcp:{e}:100.100.0.2:7000"),
-        ],
-    );
+    let limit = ["--max-pending-bytes", "16K"];
+    let e = p.start_tcp_path(echo_server(), &limit, &limit);
     tcp_echo_roundtrip(local(e), 4 << 20, 6).unwrap();
 }

@@ -60,20 +60,7 @@ fn preshared_key_mismatch_counts_failed_handshakes_and_carries_nothing() {
         "100.100.0.1/32",
         &format!("PresharedKey = {psk2}\n"),
     );
-    p.b.start(
-        &p.scratch,
-        &["--ingress".into(), format!("tcp:7000:127.0.0.1:{echo}")],
-    );
-    let e = free_port();
-    p.a.start(
-        &p.scratch,
-        &[
-            "--connect-timeout".into(),
-            "2".into(),
-            "--egress".into(),
-            format!("tcp:{e}:100.100.0.2:7000"),
-        ],
-    );
+    let e = p.start_tcp_path(echo, &[], &["--connect-timeout", "2"]);
     no_echo(e);
     assert!(
         wait_until(Duration::from_secs(10), || {
@@ -88,20 +75,7 @@ fn preshared_key_mismatch_counts_failed_handshakes_and_carries_nothing() {
 fn unknown_peer_is_counted_and_gets_no_answer() {
     let echo = echo_server();
     let mut p = Pair::new(false);
-    p.b.start(
-        &p.scratch,
-        &["--ingress".into(), format!("tcp:7000:127.0.0.1:{echo}")],
-    );
-    let e = free_port();
-    p.a.start(
-        &p.scratch,
-        &[
-            "--connect-timeout".into(),
-            "2".into(),
-            "--egress".into(),
-            format!("tcp:{e}:100.100.0.2:7000"),
-        ],
-    );
+    let e = p.start_tcp_path(echo, &[], &["--connect-timeout", "2"]);
     assert!(
         wait_until(Duration::from_secs(10), || counter(&p.b, "unknown_peer")
             > 0),
