@@ -330,3 +330,40 @@ fn small_pending_byte_limit_still_moves_data_intact() {
     let e = p.start_tcp_path(echo_server(), &limit, &limit);
     tcp_echo_roundtrip(local(e), 4 << 20, 6).unwrap();
 }
+
+#[test]
+fn idle_udp_flows_close_after_the_timeout_and_free_their_slot() {
+    let usock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let uecho = usock.local_addr().unwrap().port();
+    udp_echo_server(usock);
+    let mut p = Pair::new(true);
+    let idle = ["--udp-idle-timeout", "1", "--max-flows-per-rule", "1"];
+    let mut b: Vec<String> = idle.iter().map(|s| s.to_string()).collect();
+    b.extend(["--ingress".into(), format!("udp:7100:127.0.0.1:{uecho}")]);
+    p.b.start(&p.scratch, &b);
+    let u = free_port();
+    let mut a: Vec<String> = idle.iter().map(|s| s.to_string()).collect();
+    a.extend(["--egress".into(), format!("udp:{u}:100.100.0.2:7100")]);
+    p.a.start(&p.scratch, &a);
+
+    let echoes = |tag: &[u8]| {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        wait_until(Duration::from_secs(5), || {
+            let _ = s.send_to(tag, local(u));
+            matches!(s.recv(&mut buf), Ok(n) if &buf[..n] == tag)
+        })
+    };
+    assert!(echoes(b"one"), "first flow failed");
+    assert_eq!(flows(&p.a).1, 1);
+    assert_eq!(flows(&p.b).1, 1);
+    assert!(
+        wait_until(Duration::from_secs(10), || flows(&p.a).1 == 0
+            && flows(&p.b).1 == 0),
+        "idle udp flows not closed"
+    );
+    // The one slot of each rule is free again: a new client gets through.
+    assert!(echoes(b"two"), "slot not freed by the idle timeout");
+}
