@@ -130,6 +130,24 @@ impl WgWorld {
         }
     }
 
+    /// Gives wireguard-go a persistent keepalive for nexd; like a node that comes up with
+    /// `PersistentKeepalive`, it then handshakes at once instead of waiting for traffic.
+    pub fn set_peer_keepalive(&self, secs: u16) {
+        let peer = self.peer.as_ref().expect("peer not running");
+        self.net
+            .b
+            .run(&[
+                "wg",
+                "set",
+                &peer.iface,
+                "peer",
+                &self.nexd_keys.public,
+                "persistent-keepalive",
+                &secs.to_string(),
+            ])
+            .expect("wg set persistent-keepalive");
+    }
+
     /// Runs nexctl against this nexd: (exit code, stdout, stderr).
     pub fn nexctl(&self, args: &[&str]) -> (i32, String, String) {
         crate::pair::nexctl_as(None, &self.socket, args)

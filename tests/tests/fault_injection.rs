@@ -118,10 +118,20 @@ fn wireguard_go_peer_restarting_mid_transfer_does_not_break_the_transfer() {
     // 6 MiB at 1 MiB/s: the restart lands about a quarter of the way in.
     let mut t = start_transfer(&w.net.a, "127.0.0.1:7000", 6 << 20, 1024, 1 << 20);
     w.stop_peer();
+    let restarted = Instant::now();
     w.start_peer();
+    // A restarted node with PersistentKeepalive handshakes as soon as it is up; without
+    // one, nexd (like kernel WireGuard) keeps using the dead session until its 15 s
+    // REKEY_TIMEOUT + KEEPALIVE_TIMEOUT timer fires.
+    w.set_peer_keepalive(25);
+    // New connections work within a few seconds, while the old transfer is still running.
+    new_connections_work(&w.net.a, "127.0.0.1:7000", Duration::from_secs(5));
+    let fresh = restarted.elapsed();
     let took = finish_transfer(&mut t, &w, "after wireguard-go restart");
-    let fresh = new_connections_work(&w.net.a, "127.0.0.1:7000", Duration::from_secs(10));
-    eprintln!("peer restart: transfer finished {took:?} after the restart; new connection ok after {fresh:?}");
+    eprintln!(
+        "peer restart: new connection ok {fresh:?} after the restart; transfer done {:?} after it",
+        fresh + took
+    );
     assert!(w.peer.as_ref().unwrap().has_handshake());
 }
 
@@ -392,46 +402,56 @@ fn ingress_nexd_restarting_mid_transfer_resets_the_client_and_recovers() {
         "--ingress",
         &[format!("tcp:7000:127.0.0.1:{}", echo_server())],
     );
+    // B crashes and comes back (same keys, port and state dir) while A's client is mid-transfer.
     sigkill(p.b.proc().pid().unwrap());
     let killed = Instant::now();
     p.b.nexd = None; // reaps it
     p.b.start(&p.scratch, &b_args);
-    let (result, ended) = transfer.join().unwrap();
-    let to_error = ended - killed;
-    let err = result.expect_err("a transfer through a crashed ingress cannot complete");
-    eprintln!("ingress restart: client saw {err:?} after {to_error:?}");
-    assert!(
-        !err.contains("timed out") && !err.contains("would block"),
-        "the client hung until its own timeout: {err}"
-    );
-    assert!(
-        to_error < Duration::from_secs(40),
-        "took {to_error:?}: {err}"
-    );
-    let start = Instant::now();
+    let restarted = Instant::now();
+
+    // New connections work within a few seconds of B being back.
     let mut last = String::new();
-    assert!(
-        wait_until(Duration::from_secs(30), || {
-            match tcp_echo_roundtrip(local(e), 65536, 10) {
-                Ok(()) => true,
-                Err(x) => {
-                    last = x;
-                    false
-                }
+    let recovered = wait_until(Duration::from_secs(30), || {
+        match tcp_echo_roundtrip(local(e), 65536, 10) {
+            Ok(()) => true,
+            Err(x) => {
+                last = x;
+                false
             }
-        }),
+        }
+    });
+    let fresh = restarted.elapsed();
+    assert!(
+        recovered,
         "new connections never worked after the restart: {last}\n{}",
         tail(&p.a.log())
     );
+
+    // The in-flight client cannot complete (B lost its socket) but must not hang: it sees a
+    // reset once A reaches the new B.
+    let (result, ended) = transfer.join().unwrap();
+    let to_error = ended - killed;
+    let err = result.expect_err("a transfer through a crashed ingress cannot complete");
     eprintln!(
-        "ingress restart: new connection ok {:?} after B came back",
-        start.elapsed()
+        "ingress restart: new connection ok {fresh:?} after B came back; in-flight client saw {err:?} {to_error:?} after the kill"
+    );
+    assert!(
+        !err.contains("timed out") && !err.contains("would block"),
+        "the client hung until its own timeout: {err}"
     );
     assert!(
         wait_until(Duration::from_secs(10), || tcp_flows(&status(&p.a.socket))
             == 0),
         "half-dead flows left on A: {}",
         status(&p.a.socket)
+    );
+    assert!(
+        fresh < Duration::from_secs(5),
+        "new connections took {fresh:?} to work after B restarted (A kept its dead session)"
+    );
+    assert!(
+        to_error < Duration::from_secs(10),
+        "in-flight client reset only after {to_error:?}"
     );
 }
 
@@ -558,10 +578,12 @@ fn sigkill_while_rules_are_added_restores_exactly_the_acknowledged_ones() {
 /// Connects to `port` and expects a close or reset well within `bound`; returns the time.
 fn expect_prompt_close(port: u16, bound: Duration) -> Duration {
     let start = Instant::now();
-    let mut c = TcpStream::connect_timeout(&local(port), bound).unwrap();
-    c.set_read_timeout(Some(bound)).unwrap();
     let mut buf = [0u8; 16];
-    let r = c.read(&mut buf);
+    // A reset can arrive before connect() has even returned: that is prompt too.
+    let r = TcpStream::connect_timeout(&local(port), bound).and_then(|mut c| {
+        c.set_read_timeout(Some(bound))?;
+        c.read(&mut buf)
+    });
     assert!(
         matches!(r, Ok(0)) || matches!(&r, Err(e) if e.kind() == ErrorKind::ConnectionReset),
         "port {port}: expected close or reset, got {r:?} after {:?}",
