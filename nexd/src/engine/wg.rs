@@ -48,6 +48,8 @@ pub struct Peer {
     /// Keepalive interval, if any.
     pub persistent_keepalive: Option<u16>,
     last_handshake: Option<Duration>,
+    /// Whether the first timer tick has offered this peer a handshake (see `tick`).
+    greeted: bool,
 }
 
 impl Peer {
@@ -163,6 +165,7 @@ impl WgDevice {
                 allowed_ips: cfg.allowed_ips.clone(),
                 persistent_keepalive: cfg.persistent_keepalive,
                 last_handshake: None,
+                greeted: false,
             },
         );
         self.by_key.insert(cfg.public_key.0, index);
@@ -361,6 +364,22 @@ impl WgDevice {
             self.last_rate_reset = Instant::now();
         }
         for peer in self.peers.values_mut() {
+            // Handshake with every peer whose endpoint we know as soon as it is added (at
+            // start-up too). After a restart of this node the peer still holds a session we
+            // no longer have and would keep sending into it for 15 s (REKEY_TIMEOUT +
+            // KEEPALIVE_TIMEOUT) before handshaking; a fresh initiation replaces it at once,
+            // so its flows reset and new connections work right away.
+            if !peer.greeted {
+                peer.greeted = true;
+                if let (Some(ep), None) = (peer.endpoint, peer.tunn.time_since_last_handshake()) {
+                    if let TunnResult::WriteToNetwork(out) = peer
+                        .tunn
+                        .format_handshake_initiation(&mut self.scratch, false)
+                    {
+                        io.send_datagram(ep, out);
+                    }
+                }
+            }
             match peer.tunn.update_timers(&mut self.scratch) {
                 TunnResult::WriteToNetwork(out) => match peer.endpoint {
                     Some(ep) => io.send_datagram(ep, out),
