@@ -737,3 +737,28 @@ fn newest_peer_takes_over_an_identical_prefix() {
         assert_eq!(owner, vec![y]);
     }
 }
+
+#[test]
+fn first_tick_handshakes_with_peers_whose_endpoint_is_known() {
+    // After a restart the peer still has a session this node lost; greeting it at once
+    // replaces that session instead of leaving it to time out after 15 s.
+    let mut net = pair();
+    let (wg, mut io) = net.nodes[A].split(&mut net.wire);
+    wg.tick(&mut io);
+    assert_eq!(
+        net.wire.len(),
+        1,
+        "A (knows B's endpoint) sent no initiation"
+    );
+    assert_eq!(net.wire[0].to, net.nodes[B].label);
+    // B has no endpoint for A: nothing to send. A second tick sends nothing new either.
+    let (wg, mut io) = net.nodes[B].split(&mut net.wire);
+    wg.tick(&mut io);
+    let (wg, mut io) = net.nodes[A].split(&mut net.wire);
+    wg.tick(&mut io);
+    assert_eq!(net.wire.len(), 1);
+    net.run("greeting handshake", |net| {
+        let b_key = net.nodes[B].wg.public_key();
+        net.nodes[A].wg.has_session(&b_key)
+    });
+}
