@@ -143,22 +143,24 @@ fn link_down_and_up_mid_transfer_completes_intact() {
     };
     let _echo = ns_tcp_echo(&w.net.b, &format!("{PEER_ADDR}:7"));
     let mut t = start_transfer(&w.net.a, "127.0.0.1:7000", 6 << 20, 1024, 1 << 20);
-    let (_, rx0) = peer_traffic(&w.socket, &w.peer_keys.public);
     w.net
         .a
         .run(&["ip", "link", "set", &w.net.a_if, "down"])
         .unwrap();
     // The outage itself: three seconds without a link (the fault, not a synchronisation).
-    std::thread::sleep(Duration::from_secs(3));
+    // Datagrams already in nexd's socket buffer may still be read in the first half; in the
+    // second half nothing may arrive, which proves the link really was down.
+    std::thread::sleep(Duration::from_millis(1500));
+    let (_, rx0) = peer_traffic(&w.socket, &w.peer_keys.public);
+    std::thread::sleep(Duration::from_millis(1500));
     let (_, rx1) = peer_traffic(&w.socket, &w.peer_keys.public);
     w.net
         .a
         .run(&["ip", "link", "set", &w.net.a_if, "up"])
         .unwrap();
     let took = finish_transfer(&mut t, &w, "after link down/up");
-    // Little arrived while the link was down (only what was already in flight).
     assert!(
-        rx1 - rx0 < 1 << 20,
+        rx1 - rx0 < 64 << 10,
         "{} bytes arrived through a downed link?",
         rx1 - rx0
     );
@@ -687,7 +689,7 @@ fn dead_destinations_close_clients_promptly_and_leak_nothing() {
 fn removing_a_rule_with_a_hundred_live_connections_returns_at_once() {
     let e = free_port();
     let rule = format!("tcp:{e}:100.100.0.2:7000");
-    let p = echo_pair(&[rule.clone()]);
+    let p = echo_pair(std::slice::from_ref(&rule));
     // 100 connections, each echoing 256 KiB at 64 KiB/s: data flows for about 4 s.
     let progress: Vec<Arc<AtomicU64>> = (0..100).map(|_| Arc::new(AtomicU64::new(0))).collect();
     let handles: Vec<_> = progress
