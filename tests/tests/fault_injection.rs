@@ -209,8 +209,13 @@ fn peer_roaming_to_a_new_address_is_followed_both_ways() {
     );
 
     // The peer moves to another address on the same link (a new DHCP lease, say).
-    let new_ip = w.net.b_addr.replace(".2", ".3");
-    assert_ne!(new_ip, w.net.b_addr);
+    let new_ip = format!(
+        "{}.3",
+        w.net
+            .b_addr
+            .strip_suffix(".2")
+            .expect("B's address ends in .2")
+    );
     let b = &w.net.b;
     b.run(&[
         "ip",
