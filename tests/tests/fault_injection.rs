@@ -237,7 +237,7 @@ fn peer_roaming_to_a_new_address_is_followed_both_ways() {
     .unwrap();
     // nexd cannot know until the peer speaks: the peer opens a connection to nexd's ingress
     // (its packets now come from the new address), and nexd must answer there.
-    new_connections_work(b, &format!("{NEXD_ADDR}:7"), Duration::from_secs(20));
+    let followed = new_connections_work(b, &format!("{NEXD_ADDR}:7"), Duration::from_secs(30));
     let new = format!("{new_ip}:{PEER_WG_PORT}");
     assert_eq!(
         peer_endpoint(&w.socket, &w.peer_keys.public).as_deref(),
@@ -245,7 +245,11 @@ fn peer_roaming_to_a_new_address_is_followed_both_ways() {
         "nexd did not follow the peer to its new address"
     );
     // And nexd-initiated traffic goes to the new address too.
-    new_connections_work(&w.net.a, "127.0.0.1:7000", Duration::from_secs(10));
+    let back = new_connections_work(&w.net.a, "127.0.0.1:7000", Duration::from_secs(10));
+    if std::env::var("E2E_SHOW_LOG").is_ok() {
+        eprintln!("{}", w.nexd.log());
+    }
+    eprintln!("roaming: peer-initiated connection ok {followed:?} after the move, nexd-initiated {back:?} after that");
     w.net
         .a
         .run(&[

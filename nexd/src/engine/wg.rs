@@ -48,8 +48,6 @@ pub struct Peer {
     /// Keepalive interval, if any.
     pub persistent_keepalive: Option<u16>,
     last_handshake: Option<Duration>,
-    /// Whether the first timer tick has offered this peer a handshake (see `tick`).
-    greeted: bool,
 }
 
 impl Peer {
@@ -165,7 +163,6 @@ impl WgDevice {
                 allowed_ips: cfg.allowed_ips.clone(),
                 persistent_keepalive: cfg.persistent_keepalive,
                 last_handshake: None,
-                greeted: false,
             },
         );
         self.by_key.insert(cfg.public_key.0, index);
@@ -223,6 +220,7 @@ impl WgDevice {
 
     /// Handles one datagram from the network.
     pub fn handle_datagram(&mut self, from: SocketAddr, data: &[u8], io: &mut impl WgIo) {
+        let mut is_data = false;
         let index = {
             let packet =
                 match self
@@ -254,20 +252,30 @@ impl WgDevice {
                 }
                 Packet::HandshakeResponse(r) => r.receiver_idx >> 8,
                 Packet::PacketCookieReply(c) => c.receiver_idx >> 8,
-                Packet::PacketData(d) => d.receiver_idx >> 8,
+                Packet::PacketData(d) => {
+                    is_data = true;
+                    d.receiver_idx >> 8
+                }
             }
         };
         let Some(peer) = self.peers.get_mut(&index) else {
             self.counters.invalid_datagrams += 1;
+            if is_data {
+                self.answer_stale_session(from, io);
+            }
             return;
         };
         let mut authenticated = false;
+        let mut failed = false;
         match peer
             .tunn
             .decapsulate(Some(from.ip()), data, &mut self.scratch)
         {
             TunnResult::Done => authenticated = true,
-            TunnResult::Err(_) => self.counters.invalid_datagrams += 1,
+            TunnResult::Err(_) => {
+                self.counters.invalid_datagrams += 1;
+                failed = true;
+            }
             TunnResult::WriteToNetwork(out) => {
                 authenticated = true;
                 io.send_datagram(from, out);
@@ -305,6 +313,32 @@ impl WgDevice {
         }
         if authenticated {
             peer.endpoint = Some(from);
+        }
+        if failed && is_data {
+            self.answer_stale_session(from, io);
+        }
+    }
+
+    /// A data packet from `from` matched no session: typically a peer still using a session
+    /// from before this node restarted. WireGuard would leave it to the peer's 15 s
+    /// REKEY_TIMEOUT + KEEPALIVE_TIMEOUT timer, stalling its flows and new connections that
+    /// long; instead, if `from` is the known endpoint of a peer we have no session with, we
+    /// start a handshake with it now. The packet is unauthenticated, so nothing is sent to
+    /// `from` unless it already is that peer's endpoint, and boringtun sends at most one
+    /// initiation per REKEY_TIMEOUT while a handshake is in progress.
+    fn answer_stale_session(&mut self, from: SocketAddr, io: &mut impl WgIo) {
+        let Some(peer) = self
+            .peers
+            .values_mut()
+            .find(|p| p.endpoint == Some(from) && p.since_handshake().is_none())
+        else {
+            return;
+        };
+        if let TunnResult::WriteToNetwork(out) = peer
+            .tunn
+            .format_handshake_initiation(&mut self.scratch, false)
+        {
+            io.send_datagram(from, out);
         }
     }
 
@@ -364,22 +398,6 @@ impl WgDevice {
             self.last_rate_reset = Instant::now();
         }
         for peer in self.peers.values_mut() {
-            // Handshake with every peer whose endpoint we know as soon as it is added (at
-            // start-up too). After a restart of this node the peer still holds a session we
-            // no longer have and would keep sending into it for 15 s (REKEY_TIMEOUT +
-            // KEEPALIVE_TIMEOUT) before handshaking; a fresh initiation replaces it at once,
-            // so its flows reset and new connections work right away.
-            if !peer.greeted {
-                peer.greeted = true;
-                if let (Some(ep), None) = (peer.endpoint, peer.tunn.time_since_last_handshake()) {
-                    if let TunnResult::WriteToNetwork(out) = peer
-                        .tunn
-                        .format_handshake_initiation(&mut self.scratch, false)
-                    {
-                        io.send_datagram(ep, out);
-                    }
-                }
-            }
             match peer.tunn.update_timers(&mut self.scratch) {
                 TunnResult::WriteToNetwork(out) => match peer.endpoint {
                     Some(ep) => io.send_datagram(ep, out),
