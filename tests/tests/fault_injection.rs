@@ -262,9 +262,6 @@ fn peer_roaming_to_a_new_address_is_followed_both_ways() {
     );
     // And nexd-initiated traffic goes to the new address too.
     let back = new_connections_work(&w.net.a, "127.0.0.1:7000", Duration::from_secs(10));
-    if std::env::var("E2E_SHOW_LOG").is_ok() {
-        eprintln!("{}", w.nexd.log());
-    }
     eprintln!("roaming: new port followed after {rebound:?}; new address: peer-initiated connection ok {followed:?} after the move, nexd-initiated {back:?} after that");
     w.net
         .a
