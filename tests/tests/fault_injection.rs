@@ -136,27 +136,25 @@ fn wireguard_go_peer_restarting_mid_transfer_does_not_break_the_transfer() {
 }
 
 #[test]
-fn wireguard_go_peer_restarting_without_keepalive_still_recovers() {
-    // Without a keepalive the restarted peer handshakes only when its kernel has something to
-    // send (a retransmission of echo data). If it has nothing, nexd keeps sending into the
-    // dead session until WireGuard's 15 s REKEY_TIMEOUT + KEEPALIVE_TIMEOUT timer makes it
-    // handshake again (as kernel WireGuard does). Either way it must recover, intact.
+fn wireguard_go_peer_restarting_without_keepalive_recovers_on_nexds_rekey_timer() {
+    // The restarted peer stays silent (no keepalive, nothing of its own to send): nexd keeps
+    // sending into the dead session until WireGuard's REKEY_TIMEOUT + KEEPALIVE_TIMEOUT
+    // (15 s) makes it handshake again, as kernel WireGuard does. It must recover by itself.
+    // (An in-flight transfer also survives this, but TCP's exponential backoff on both ends
+    // makes its completion time anything from 1 to 60 s: the keepalive test covers that.)
     let rules = flags("--egress", &[format!("tcp:7000:{PEER_ADDR}:7")]);
     let Some(mut w) = WgWorld::start("peer_restart_nka", &rules, &format!("{NEXD_ADDR}/32")) else {
         return;
     };
     let _echo = ns_tcp_echo(&w.net.b, &format!("{PEER_ADDR}:7"));
-    let mut t = start_transfer(&w.net.a, "127.0.0.1:7000", 4 << 20, 1024, 1 << 20);
+    new_connections_work(&w.net.a, "127.0.0.1:7000", Duration::from_secs(10));
     w.stop_peer();
     let restarted = Instant::now();
     w.start_peer();
-    new_connections_work(&w.net.a, "127.0.0.1:7000", Duration::from_secs(30));
+    new_connections_work(&w.net.a, "127.0.0.1:7000", Duration::from_secs(40));
     let fresh = restarted.elapsed();
-    let took = finish_transfer(&mut t, &w, "after wireguard-go restart without keepalive");
-    eprintln!(
-        "peer restart, no keepalive: new connection ok {fresh:?} after the restart; transfer done {:?} after it",
-        fresh + took
-    );
+    eprintln!("peer restart, no keepalive: new connection ok {fresh:?} after the restart");
+    assert!(w.peer.as_ref().unwrap().has_handshake());
 }
 
 #[test]
