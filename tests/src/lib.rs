@@ -1,12 +1,14 @@
 //! Fixtures for end-to-end tests: real nexd processes, real peers, real servers and
 //! clients, so tests read like stories.
 
+pub mod faults;
 pub mod netns;
 pub mod nexd;
 pub mod pair;
 pub mod reflection;
 pub mod status;
 pub mod traffic;
+pub mod wg_world;
 
 use std::time::{Duration, Instant};
 

@@ -95,6 +95,10 @@ pub struct NetPair {
     pub a_addr: String,
     /// B's veth address.
     pub b_addr: String,
+    /// A's veth interface (inside `a`).
+    pub a_if: String,
+    /// B's veth interface (inside `b`).
+    pub b_if: String,
 }
 
 impl NetPair {
@@ -138,6 +142,8 @@ impl NetPair {
             b,
             a_addr,
             b_addr,
+            a_if: va,
+            b_if: vb,
         })
     }
 }

@@ -1,81 +1,19 @@
 //! Interop with a real wireguard-go peer in a network namespace. nexd runs as `nobody` in a
 //! second namespace; the two are joined by a veth pair. Needs root (as in .ci/run).
 
-use nexd_e2e::netns::{self, Background, NetPair, WgGoPeer};
-use nexd_e2e::nexd::{config, workspace_bin, Keypair, Launch, Nexd, PeerSpec, Scratch};
+use nexd_e2e::netns::{self, Background};
+use nexd_e2e::nexd::{workspace_bin, Nexd};
 use nexd_e2e::traffic::{payload, sha256};
-use nexd_e2e::{skip, wait_until};
+use nexd_e2e::wait_until;
+use nexd_e2e::wg_world::{WgWorld, NEXD_ADDR, PEER_ADDR};
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
 
-const NEXD_ADDR: &str = "100.100.0.1";
-const PEER_ADDR: &str = "100.100.0.2";
-
-/// nexd (in `net.a`) peered with wireguard-go (in `net.b`).
-struct World {
-    nexd: Nexd,
-    peer: WgGoPeer,
-    net: NetPair,
-    scratch: Scratch,
-}
-
-fn world(test: &str, rules: &[&str]) -> Option<World> {
-    if let Some(why) = netns::unavailable() {
-        skip(test, &why);
-        return None;
-    }
-    let scratch = Scratch::new();
-    let net = NetPair::create().expect("namespaces");
-    let (kn, kp) = (Keypair::generate(), Keypair::generate());
-    let peer = WgGoPeer::start(
-        &net.b,
-        &kp.private,
-        &format!("{PEER_ADDR}/32"),
-        51821,
-        &kn.public,
-        &format!("{NEXD_ADDR}/32"),
-        &format!("{}:51820", net.a_addr),
-    )
-    .expect("wireguard-go");
-    let conf = scratch.write(
-        "nexd.conf",
-        &config(
-            &kn.private,
-            &format!("{NEXD_ADDR}/32"),
-            51820,
-            &[PeerSpec {
-                public: &kp.public,
-                allowed_ips: &format!("{PEER_ADDR}/32"),
-                endpoint: Some(format!("{}:51821", net.b_addr)),
-            }],
-        ),
-    );
-    let mut args = vec![
-        "proxy".to_string(),
-        "--config".into(),
-        conf.display().to_string(),
-    ];
-    args.extend(rules.iter().map(|s| s.to_string()));
-    let mut nexd = Nexd::start(
-        &scratch,
-        "nexd",
-        &args,
-        &Launch {
-            unprivileged: true,
-            netns: Some(net.a.name.clone()),
-            unwritable_home: false,
-        },
-    );
-    for _ in 0..rules.len() / 2 {
-        nexd.wait_for_log("rule started", Duration::from_secs(10));
-    }
-    Some(World {
-        nexd,
-        peer,
-        net,
-        scratch,
-    })
+/// nexd (in `net.a`) peered with wireguard-go (in `net.b`), nexd with `rules`.
+fn world(test: &str, rules: &[&str]) -> Option<WgWorld> {
+    let rules: Vec<String> = rules.iter().map(|s| s.to_string()).collect();
+    WgWorld::start(test, &rules, &format!("{NEXD_ADDR}/32"))
 }
 
 fn testkit() -> String {
@@ -122,7 +60,7 @@ fn seed_example_1_ingress_serves_a_local_http_server_to_the_peer() {
         ])
         .unwrap_or_else(|e| panic!("{e}\n{}", w.nexd.log()));
     assert_eq!(sha256(&std::fs::read(&out).unwrap()), sha256(&body));
-    assert!(w.peer.has_handshake());
+    assert!(w.peer.as_ref().unwrap().has_handshake());
     assert!(w.nexd.log().contains("handshake completed"));
 }
 

@@ -737,3 +737,33 @@ fn newest_peer_takes_over_an_identical_prefix() {
         assert_eq!(owner, vec![y]);
     }
 }
+
+#[test]
+fn a_restarted_node_answers_a_stale_session_with_a_handshake() {
+    // B still holds a session with A when A restarts (a fresh device, same keys). B's next
+    // data packet cannot be decrypted by the new A; A must handshake at once (it knows B's
+    // endpoint) instead of leaving B to its 15 s rekey timer, so B's flow is reset promptly.
+    let mut net = pair();
+    let (_client, server) = tcp_pair(&mut net);
+    let mut a = Node::new(1, &["100.100.0.1/32"]);
+    a.add_peer(&net.nodes[B], &["100.100.0.2/32"], true);
+    net.nodes[A] = a;
+    net.nodes[B]
+        .tcp(server)
+        .send_slice(b"after the restart")
+        .unwrap();
+    assert!(net.step());
+    let label_a = net.nodes[A].label;
+    let label_b = net.nodes[B].label;
+    assert!(
+        net.wire
+            .iter()
+            .any(|d| d.from == label_a && d.to == label_b && d.data.first() == Some(&1)),
+        "the restarted node did not answer the stale session with a handshake initiation"
+    );
+    net.run("stale flow reset", |net| {
+        net.nodes[B].tcp(server).state() == tcp::State::Closed
+    });
+    let pub_b = net.nodes[B].wg.public_key();
+    assert!(net.nodes[A].wg.has_session(&pub_b));
+}

@@ -188,19 +188,6 @@ pub async fn start(
 
 impl Engine {
     async fn run(mut self) {
-        // Handshake with every peer we can reach now: after a restart the peers still hold
-        // sessions with our old keys and would otherwise send into the void until their
-        // own retry timers (up to 15 s) notice.
-        let keys: Vec<_> = self
-            .wg
-            .peers()
-            .filter(|p| p.endpoint.is_some())
-            .map(|p| p.public_key)
-            .collect();
-        for key in keys {
-            let mut io = io!(self);
-            self.wg.initiate(&key, &mut io);
-        }
         let mut buf = vec![0u8; 65536];
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

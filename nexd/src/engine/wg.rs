@@ -232,6 +232,7 @@ impl WgDevice {
     /// Handles one datagram from the network.
     pub fn handle_datagram(&mut self, from: SocketAddr, data: &[u8], io: &mut impl WgIo) {
         let is_handshake;
+        let mut is_data = false;
         let index = {
             let packet =
                 match self
@@ -268,21 +269,31 @@ impl WgDevice {
                 }
                 Packet::HandshakeResponse(r) => r.receiver_idx >> 8,
                 Packet::PacketCookieReply(c) => c.receiver_idx >> 8,
-                Packet::PacketData(d) => d.receiver_idx >> 8,
+                Packet::PacketData(d) => {
+                    is_data = true;
+                    d.receiver_idx >> 8
+                }
             }
         };
         let Some(peer) = self.peers.get_mut(&index) else {
             self.counters.invalid_datagrams += 1;
+            if is_data {
+                self.answer_stale_session(from, io);
+            }
             return;
         };
         let mut authenticated = false;
+        let mut failed = false;
         match peer
             .tunn
             .decapsulate(Some(from.ip()), data, &mut self.scratch)
         {
             TunnResult::Done => authenticated = true,
             TunnResult::Err(_) if is_handshake => self.counters.handshake_failed += 1,
-            TunnResult::Err(_) => self.counters.invalid_datagrams += 1,
+            TunnResult::Err(_) => {
+                self.counters.invalid_datagrams += 1;
+                failed = true;
+            }
             TunnResult::WriteToNetwork(out) => {
                 authenticated = true;
                 io.send_datagram(from, out);
@@ -320,6 +331,32 @@ impl WgDevice {
         }
         if authenticated {
             peer.endpoint = Some(from);
+        }
+        if failed && is_data {
+            self.answer_stale_session(from, io);
+        }
+    }
+
+    /// A data packet from `from` matched no session: typically a peer still using a session
+    /// from before this node restarted. WireGuard would leave it to the peer's 15 s
+    /// REKEY_TIMEOUT + KEEPALIVE_TIMEOUT timer, stalling its flows and new connections that
+    /// long; instead, if `from` is the known endpoint of a peer we have no session with, we
+    /// start a handshake with it now. The packet is unauthenticated, so nothing is sent to
+    /// `from` unless it already is that peer's endpoint, and boringtun sends at most one
+    /// initiation per REKEY_TIMEOUT while a handshake is in progress.
+    fn answer_stale_session(&mut self, from: SocketAddr, io: &mut impl WgIo) {
+        let Some(peer) = self
+            .peers
+            .values_mut()
+            .find(|p| p.endpoint == Some(from) && p.since_handshake().is_none())
+        else {
+            return;
+        };
+        if let TunnResult::WriteToNetwork(out) = peer
+            .tunn
+            .format_handshake_initiation(&mut self.scratch, false)
+        {
+            io.send_datagram(from, out);
         }
     }
 

@@ -11,7 +11,8 @@ fn usage() -> ExitCode {
         "usage: testkit genkey | tcp-echo ADDR | udp-echo ADDR | http-serve ADDR FILE | \
          tcp-echo-check ADDR BYTES SEED | udp-echo-check ADDR COUNT SIZE | \
          conn-rate ADDR THREADS SECONDS | rtt ADDR COUNT SIZE | hold-server ADDR | hold-conns ADDR N | \
-         firehose ADDR | slow-read ADDR SECONDS KBPS"
+         firehose ADDR | slow-read ADDR SECONDS KBPS | paced-echo-check ADDR BYTES SEED KBPS | \
+         udp-probe SRC DST COUNT | tcp-probe SRC DST SECONDS"
     );
     ExitCode::from(64)
 }
@@ -167,8 +168,91 @@ fn run(args: &[String]) -> Result<(), String> {
             println!("read {total} bytes");
             Ok(())
         }
+        [cmd, a, n, seed, kbps] if cmd == "paced-echo-check" => paced_echo_check(a, n, seed, kbps),
+        [cmd, src, dst, count] if cmd == "udp-probe" => udp_probe(src, dst, count),
+        [cmd, src, dst, secs] if cmd == "tcp-probe" => tcp_probe(src, dst, secs),
         _ => Err(String::new()),
     }
+}
+
+/// A checksummed echo round trip at a limited rate that reports `progress BYTES` (bytes
+/// echoed back) on stdout every 256 KiB, then `ok`: the caller injects a fault mid-transfer.
+fn paced_echo_check(a: &str, n: &str, seed: &str, kbps: &str) -> Result<(), String> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let n: usize = n.parse().map_err(|_| "bad BYTES")?;
+    let seed: u64 = seed.parse().map_err(|_| "bad SEED")?;
+    let kbps: u64 = kbps.parse().map_err(|_| "bad KBPS")?;
+    let progress = Arc::new(AtomicU64::new(0));
+    let target = addr(a)?;
+    let p = progress.clone();
+    let t = std::thread::spawn(move || {
+        nexd_e2e::faults::paced_echo_roundtrip(
+            target,
+            n,
+            seed,
+            kbps * 1024,
+            std::time::Duration::from_secs(60),
+            p,
+        )
+    });
+    let mut reported = 0u64;
+    // Bounded: the transfer itself gives up after 60 s without data.
+    while !t.is_finished() {
+        let now = progress.load(Ordering::SeqCst);
+        if now >= reported + 256 * 1024 {
+            reported = now;
+            println!("progress {now}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    t.join().map_err(|_| "transfer panicked")??;
+    println!("ok");
+    Ok(())
+}
+
+/// Sends COUNT datagrams from SRC (an address, port chosen by the kernel) to DST and prints
+/// `replies N`: how many came back within a second of the last one sent.
+fn udp_probe(src: &str, dst: &str, count: &str) -> Result<(), String> {
+    let count: usize = count.parse().map_err(|_| "bad COUNT")?;
+    let sock = UdpSocket::bind((src, 0)).map_err(|e| format!("bind {src}: {e}"))?;
+    sock.set_read_timeout(Some(std::time::Duration::from_millis(100)))
+        .map_err(|e| e.to_string())?;
+    let dst = addr(dst)?;
+    let mut replies = 0;
+    let mut buf = [0u8; 2048];
+    for i in 0..count {
+        sock.send_to(&traffic::payload(100, i as u64), dst)
+            .map_err(|e| format!("send: {e}"))?;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while std::time::Instant::now() < deadline {
+        if sock.recv_from(&mut buf).is_ok() {
+            replies += 1;
+        }
+    }
+    println!("replies {replies}");
+    Ok(())
+}
+
+/// Connects from SRC to DST within SECONDS and prints `connected` or `failed: REASON`.
+fn tcp_probe(src: &str, dst: &str, secs: &str) -> Result<(), String> {
+    let secs: u64 = secs.parse().map_err(|_| "bad SECONDS")?;
+    let src: std::net::IpAddr = src.parse().map_err(|_| "bad SRC")?;
+    let dst = addr(dst)?;
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(dst),
+        socket2::Type::STREAM,
+        None,
+    )
+    .map_err(|e| e.to_string())?;
+    sock.bind(&SocketAddr::new(src, 0).into())
+        .map_err(|e| format!("bind {src}: {e}"))?;
+    match sock.connect_timeout(&dst.into(), std::time::Duration::from_secs(secs)) {
+        Ok(()) => println!("connected"),
+        Err(e) => println!("failed: {e}"),
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
