@@ -4,6 +4,7 @@
 use super::host::{self, Event, FlowId};
 use super::rules::{FlowOrigin, Listener, Origin, Refusal, RuleTable, ServiceKey};
 use super::stack::NetStack;
+use super::syn_guard::SynGuard;
 use super::tcp::{FlowState, TcpFlow};
 use super::udp::{self, EgressUdpFlow, IngressUdpFlow};
 use super::wg::{WgDevice, WgIo};
@@ -35,6 +36,7 @@ struct Counters {
     udp_send_dropped: u64,
     oversize_datagrams: u64,
     not_local: u64,
+    duplicate_syn: u64,
     egress_no_route: u64,
     ingress_dial_failed: u64,
     ports_exhausted: u64,
@@ -65,6 +67,10 @@ struct Engine {
     tcp_flows: HashMap<FlowId, TcpFlow>,
     /// Aborted sockets that never became flows; removed after the poll that sends their RST.
     refusing: Vec<SocketHandle>,
+    /// Ingress connections with a socket, so retransmitted SYNs stay away from the backlog.
+    syn_guard: SynGuard,
+    /// Flows closed since freed memory was last returned to the OS.
+    closed_since_trim: usize,
     egress_udp: HashMap<FlowId, EgressUdpFlow>,
     egress_udp_index: HashMap<(u16, SocketAddr), FlowId>,
     ingress_udp: HashMap<FlowId, IngressUdpFlow>,
@@ -87,6 +93,7 @@ struct Io<'a> {
     backlog: &'a mut VecDeque<(SocketAddr, Vec<u8>)>,
     device: &'a mut super::device::QueueDevice,
     local: &'a [IpAddr],
+    syn_guard: &'a SynGuard,
     counters: &'a mut Counters,
 }
 
@@ -113,8 +120,10 @@ impl WgIo for Io<'_> {
     fn deliver_packet(&mut self, packet: &[u8]) {
         // The stack would drop these too, silently; nexd never forwards between peers.
         match boringtun::noise::Tunn::dst_address(packet) {
-            Some(dst) if self.local.contains(&dst) => self.device.push_rx(packet),
-            _ => self.counters.not_local += 1,
+            Some(dst) if !self.local.contains(&dst) => self.counters.not_local += 1,
+            None => self.counters.not_local += 1,
+            Some(_) if self.syn_guard.is_duplicate_syn(packet) => self.counters.duplicate_syn += 1,
+            Some(_) => self.device.push_rx(packet),
         }
     }
 }
@@ -128,6 +137,7 @@ macro_rules! io {
             backlog: &mut $e.backlog,
             device: &mut $e.stack.device,
             local: &$e.local_ips,
+            syn_guard: &$e.syn_guard,
             counters: &mut $e.counters,
         }
     };
@@ -164,6 +174,8 @@ pub async fn start(
         rules: RuleTable::default(),
         tcp_flows: HashMap::new(),
         refusing: Vec::new(),
+        closed_since_trim: 0,
+        syn_guard: SynGuard::default(),
         egress_udp: HashMap::new(),
         egress_udp_index: HashMap::new(),
         ingress_udp: HashMap::new(),
@@ -223,6 +235,10 @@ impl Engine {
                     if last_sweep.elapsed() >= Duration::from_secs(1) {
                         last_sweep = Instant::now();
                         self.sweep_udp();
+                        if self.closed_since_trim >= super::memory::TRIM_AFTER_CLOSED {
+                            self.closed_since_trim = 0;
+                            super::memory::release_free_memory();
+                        }
                         if tracing::enabled!(tracing::Level::TRACE) {
                             for (id, f) in &self.tcp_flows {
                                 let s = self.stack.sockets.get::<tcp::Socket>(f.handle);
@@ -390,6 +406,11 @@ impl Engine {
             debug!(flow = id, port, ?remote, %dest, "ingress tcp flow");
             let mut flow = TcpFlow::new(h, None, dest);
             flow.origin = Some(origin);
+            if let Some(r) = remote {
+                let t = (IpAddr::from(r.addr), r.port, port);
+                self.syn_guard.insert(t);
+                flow.ingress_tuple = Some(t);
+            }
             self.tcp_flows.insert(id, flow);
             host::spawn_ingress_dial(
                 dest,
@@ -413,7 +434,11 @@ impl Engine {
         }
         for id in done {
             if let Some(flow) = self.tcp_flows.remove(&id) {
+                self.closed_since_trim += 1;
                 self.stack.sockets.remove(flow.handle);
+                if let Some(t) = &flow.ingress_tuple {
+                    self.syn_guard.remove(t);
+                }
                 if let Some(o) = &flow.origin {
                     self.rules.flow_closed(o);
                 }
@@ -643,7 +668,7 @@ impl Engine {
                 };
                 if let Some(flow) = self.ingress_udp.get_mut(&id) {
                     flow.last_active = Instant::now();
-                    if flow.host.send(&data).is_err() {
+                    if udp::send_now(&flow.host, &data).is_err() {
                         self.counters.udp_send_dropped += 1;
                     }
                 }
@@ -666,8 +691,8 @@ impl Engine {
         };
         let origin = self.admit((Direction::Ingress, Protocol::Udp, port), Some(origin))?;
         let dest = origin.destination;
-        let (host, receiver) = match udp::connect_host(dest) {
-            Ok(pair) => pair,
+        let host = match udp::connect_host(dest) {
+            Ok(sock) => sock,
             Err(e) => {
                 warn!(%dest, "cannot open udp socket to destination: {e}");
                 self.rules.flow_closed(&origin);
@@ -676,7 +701,7 @@ impl Engine {
         };
         let id = self.flow_id();
         debug!(flow = id, ?remote, %dest, "ingress udp flow");
-        let reader = host::spawn_udp_reply_reader(Arc::new(receiver), id, self.events_tx.clone());
+        let reader = host::spawn_udp_reply_reader(host.clone(), id, self.events_tx.clone());
         self.ingress_udp.insert(
             id,
             IngressUdpFlow {
@@ -717,6 +742,7 @@ impl Engine {
 
     fn close_egress_udp(&mut self, id: FlowId) {
         if let Some(f) = self.egress_udp.remove(&id) {
+            self.closed_since_trim += 1;
             self.rules.flow_closed(&f.origin);
             self.egress_udp_index.remove(&(f.origin.key.2, f.client));
             self.stack.sockets.remove(f.handle);
@@ -727,6 +753,7 @@ impl Engine {
 
     fn close_ingress_udp(&mut self, id: FlowId) {
         if let Some(f) = self.ingress_udp.remove(&id) {
+            self.closed_since_trim += 1;
             self.rules.flow_closed(&f.origin);
             self.ingress_udp_index.remove(&(f.port, f.remote));
             f.reader.abort();
@@ -967,6 +994,7 @@ impl Engine {
                     (D, "udp_send_dropped", e.udp_send_dropped),
                     (D, "oversize_datagrams", e.oversize_datagrams),
                     (D, "not_local", e.not_local),
+                    (D, "duplicate_syn", e.duplicate_syn),
                     (R, "egress_no_route", e.egress_no_route),
                     (R, "ingress_dial_failed", e.ingress_dial_failed),
                     (R, "ports_exhausted", e.ports_exhausted),

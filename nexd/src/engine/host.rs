@@ -171,16 +171,28 @@ pub fn spawn_udp_reply_reader(
     flow: FlowId,
     events: mpsc::Sender<Event>,
 ) -> AbortHandle {
+    thread_local! {
+        // One receive buffer per worker thread, not one per flow: 10,000 idle flows would
+        // otherwise hold 640 MiB of buffers.
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 65536]);
+    }
     tokio::spawn(async move {
-        let mut buf = vec![0u8; 65536];
         loop {
-            match sock.recv(&mut buf).await {
-                Ok(n) => {
-                    let data = Bytes::copy_from_slice(&buf[..n]);
+            if sock.readable().await.is_err() {
+                return;
+            }
+            let got = SCRATCH.with(|b| {
+                let mut b = b.borrow_mut();
+                sock.try_recv(&mut b)
+                    .map(|n| Bytes::copy_from_slice(&b[..n]))
+            });
+            match got {
+                Ok(data) => {
                     if events.send(Event::UdpReply { flow, data }).await.is_err() {
                         return;
                     }
                 }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 // ICMP port unreachable from a connected socket; keep the flow until idle.
                 Err(e) => tracing::debug!(flow, "udp reply recv: {e}"),
             }

@@ -7,8 +7,10 @@
 pub mod device;
 mod event_loop;
 mod host;
+mod memory;
 mod rules;
 pub mod stack;
+mod syn_guard;
 mod tcp;
 mod udp;
 pub mod wg;

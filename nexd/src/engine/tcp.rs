@@ -25,6 +25,8 @@ pub struct TcpFlow {
     pub dest: SocketAddr,
     /// The rule it was opened through, whose flow slot it holds.
     pub origin: Option<super::rules::FlowOrigin>,
+    /// Ingress only: the connection's 4-tuple, guarded against duplicate SYNs while it lives.
+    pub ingress_tuple: Option<super::syn_guard::Tuple>,
     /// Bytes for the host writer. `None` before the host side exists (ingress dialing)
     /// and after the remote side finished.
     to_host: Option<mpsc::Sender<Bytes>>,
@@ -56,6 +58,7 @@ impl TcpFlow {
             local,
             dest,
             origin: None,
+            ingress_tuple: None,
             to_host: None,
             pending: VecDeque::new(),
             credits: Arc::new(Semaphore::new(super::host::HOST_CREDITS)),

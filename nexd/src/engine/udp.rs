@@ -36,10 +36,8 @@ pub struct IngressUdpFlow {
     pub remote: IpEndpoint,
     /// Our tunnel address the client wrote to (replies come from it).
     pub local_addr: Option<smoltcp::wire::IpAddress>,
-    /// Host socket connected to the destination, for sending. A plain std socket in
-    /// non-blocking mode: tokio's `try_send` on a socket the reactor has not polled yet
-    /// reports WouldBlock without trying, which dropped every flow's first datagram.
-    pub host: std::net::UdpSocket,
+    /// Host socket connected to the destination (send with [`send_now`]).
+    pub host: Arc<UdpSocket>,
     /// Reply reader task.
     pub reader: AbortHandle,
     /// Last datagram either way.
@@ -60,9 +58,9 @@ pub fn max_payload(mtu: usize, dst: IpAddr) -> usize {
     }
 }
 
-/// Opens a host UDP socket connected to `dest`, with large buffers: a std handle to send on
-/// and a tokio handle (the same socket) to receive replies with.
-pub fn connect_host(dest: SocketAddr) -> std::io::Result<(std::net::UdpSocket, UdpSocket)> {
+/// Opens a host UDP socket connected to `dest`, with large buffers. One descriptor per flow:
+/// send with [`send_now`], receive through tokio.
+pub fn connect_host(dest: SocketAddr) -> std::io::Result<Arc<UdpSocket>> {
     let bind: SocketAddr = if dest.is_ipv4() {
         ([0, 0, 0, 0], 0).into()
     } else {
@@ -72,6 +70,12 @@ pub fn connect_host(dest: SocketAddr) -> std::io::Result<(std::net::UdpSocket, U
     super::host::raise_buffers(&socket2::SockRef::from(&sock));
     sock.connect(dest)?;
     sock.set_nonblocking(true)?;
-    let sender = sock.try_clone()?;
-    Ok((sender, UdpSocket::from_std(sock)?))
+    Ok(Arc::new(UdpSocket::from_std(sock)?))
+}
+
+/// Sends on a connected socket with a plain syscall. tokio's `try_send` on a socket the
+/// reactor has not polled yet reports WouldBlock without trying, which dropped every new
+/// flow's first datagram.
+pub fn send_now(sock: &UdpSocket, data: &[u8]) -> std::io::Result<usize> {
+    socket2::SockRef::from(sock).send(data)
 }
