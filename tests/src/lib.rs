@@ -1,10 +1,14 @@
 //! Fixtures for end-to-end tests: real nexd processes, real peers, real servers and
 //! clients, so tests read like stories.
 
+pub mod leak;
+pub mod load;
 pub mod netns;
 pub mod nexd;
 pub mod pair;
+pub mod procstat;
 pub mod reflection;
+pub mod status;
 pub mod traffic;
 
 use std::time::{Duration, Instant};

@@ -1,0 +1,364 @@
+//! Load with leak checks: two real nexd peered over loopback (as `nobody` when the suite runs
+//! as root), thousands of flows with every byte verified, and both processes' resident memory
+//! and descriptors read from /proc before, during (peak) and after the load, until they are
+//! back near idle.
+//!
+//! Every node has both roles: A egresses to B's ingress and B egresses to A's ingress, so each
+//! nexd is measured as an egress and as an ingress proxy.
+//!
+//! The tests run one at a time (they would distort each other's figures on two cores).
+
+use nexd_e2e::leak::{self, Bounds};
+use nexd_e2e::load::{self, burst, tcp, udp};
+use nexd_e2e::pair::{Node, Pair};
+use nexd_e2e::procstat::{self, PeakSampler, Usage};
+use nexd_e2e::status::{self, flows};
+use nexd_e2e::traffic::{local, tcp_echo_roundtrip, udp_echo_check};
+use nexd_e2e::{free_port, wait_until};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// UDP flows idle this long are closed: short, so the leak check need not wait a minute.
+const UDP_IDLE_SECS: u64 = 2;
+/// Everything must be back within this after the load (UDP idle timeout, TCP closes).
+const SETTLE: Duration = Duration::from_secs(30);
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Ports of the rules of a [`world`].
+struct World {
+    p: Pair,
+    rt: tokio::runtime::Runtime,
+    /// Open connections at the TCP echo server both ingress rules lead to.
+    echo: std::sync::Arc<load::ConnCount>,
+    /// A's egress TCP port (→ B's ingress → echo).
+    a_tcp: u16,
+    /// B's egress TCP port (→ A's ingress → echo).
+    b_tcp: u16,
+    /// A's egress UDP port (→ B's ingress → UDP echo).
+    a_udp: u16,
+}
+
+/// Both nodes with egress to the other's ingress, both ingresses to local echo servers.
+fn world() -> World {
+    let limit = procstat::raise_nofile_limit();
+    assert!(
+        limit >= 16_384,
+        "RLIMIT_NOFILE {limit} is too low for this test"
+    );
+    let rt = load::runtime();
+    let (echo_port, echo) = load::tcp_echo_server(&rt);
+    let uecho = load::udp_echo_server();
+    let (a_tcp, b_tcp, a_udp) = (free_port(), free_port(), free_port());
+    let mut p = Pair::new(true);
+    let args = |egress: String, udp_egress: Option<String>| {
+        let mut v = vec![
+            "--udp-idle-timeout".to_string(),
+            UDP_IDLE_SECS.to_string(),
+            "--ingress".into(),
+            format!("tcp:7000:127.0.0.1:{echo_port}"),
+            "--ingress".into(),
+            format!("udp:5353:127.0.0.1:{uecho}"),
+            "--egress".into(),
+            egress,
+        ];
+        if let Some(u) = udp_egress {
+            v.extend(["--egress".to_string(), u]);
+        }
+        v
+    };
+    p.b.start(
+        &p.scratch,
+        &args(format!("tcp:{b_tcp}:100.100.0.1:7000"), None),
+    );
+    p.a.start(
+        &p.scratch,
+        &args(
+            format!("tcp:{a_tcp}:100.100.0.2:7000"),
+            Some(format!("udp:{a_udp}:100.100.0.2:5353")),
+        ),
+    );
+    // Warm up both directions: handshake, first flows, the runtimes' worker threads, so the
+    // idle figures are those of a nexd that has already carried traffic.
+    tcp_echo_roundtrip(local(a_tcp), 256 * 1024, 1).expect("A → B warm-up");
+    tcp_echo_roundtrip(local(b_tcp), 256 * 1024, 2).expect("B → A warm-up");
+    udp_echo_check(local(a_udp), 3, 512).expect("UDP warm-up");
+    World {
+        p,
+        rt,
+        echo,
+        a_tcp,
+        b_tcp,
+        a_udp,
+    }
+}
+
+impl World {
+    fn nodes(&self) -> [&Node; 2] {
+        [&self.p.a, &self.p.b]
+    }
+
+    /// Idle figures of A and B, once the warm-up flows are gone.
+    fn idle(&self) -> [Usage; 2] {
+        self.nodes()
+            .map(|n| leak::idle_usage(n, Duration::from_secs(UDP_IDLE_SECS + 20)))
+    }
+
+    fn sampler(&self) -> PeakSampler {
+        PeakSampler::start(
+            self.nodes().iter().map(|n| leak::pid(n)).collect(),
+            Duration::from_millis(100),
+        )
+    }
+
+    /// Waits for both nodes to come back near idle; prints and returns their figures.
+    fn settle(&self, test: &str, idle: [Usage; 2], peak: &[Usage], bounds: Bounds) {
+        for (i, node) in self.nodes().iter().enumerate() {
+            let settled = leak::wait_settled(node, idle[i], bounds, SETTLE);
+            let peak = peak.get(i).copied().unwrap_or_default();
+            match &settled {
+                Ok(s) => eprintln!(
+                    "LOAD {test} nexd {}: idle {} | peak {} | after {} (settled in {:.1}s)",
+                    node.name,
+                    idle[i],
+                    peak,
+                    s.usage,
+                    s.after.as_secs_f64()
+                ),
+                Err(e) => eprintln!("LOAD {test} nexd {}: peak {peak}; {e}", node.name),
+            }
+            if let Err(e) = settled {
+                panic!("{e}\n--- log tail ---\n{}", tail(&node.log()));
+            }
+        }
+    }
+}
+
+/// The last lines of a log, for failure messages.
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// Copies both nodes' logs out of the scratch dir (deleted on drop) for a failure report.
+fn keep_logs(w: &World, test: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("nexd-load-{}-{test}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    for n in w.nodes() {
+        let _ = std::fs::write(dir.join(format!("{}.log", n.name)), n.log());
+    }
+    format!("full logs kept in {}", dir.display())
+}
+
+/// Both nodes' drop counters that are not zero, for the report.
+fn counters(w: &World) -> String {
+    w.nodes()
+        .iter()
+        .map(|n| match status::status_json(n) {
+            Ok(s) => format!("{}: {}", n.name, s["counters"]),
+            Err(e) => format!("{}: {e}", n.name),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Descriptors: every flow's sockets must be closed again; two spare for an API connection
+/// still closing. Memory: see `tcp_bounds` and `udp_bounds`.
+const FD_SLACK: usize = 2;
+
+fn tcp_bounds() -> Bounds {
+    Bounds {
+        fd_slack: FD_SLACK,
+        rss_slack_kib: 16 * 1024,
+    }
+}
+
+/// Runs `conns` concurrent echo connections into `port` and checks that, while all are open,
+/// the echo server and both nodes count every one of them.
+fn concurrent_phase(w: &World, name: &str, port: u16, conns: usize, seed: u64) {
+    let report = tcp::concurrent_echo(
+        &w.rt,
+        local(port),
+        conns,
+        64 * 1024,
+        seed,
+        Duration::from_secs(60),
+        |open| {
+            // Every connection must be a flow in both nexd and a connection at the server.
+            let all = wait_until(Duration::from_secs(60), || {
+                w.echo.open() >= conns
+                    && w.nodes()
+                        .iter()
+                        .all(|n| flows(n).is_ok_and(|f| f.tcp as usize >= conns))
+            });
+            let seen: Vec<_> = w.nodes().iter().map(|n| flows(n)).collect();
+            eprintln!(
+                "LOAD {name}: {open} clients open, echo server has {}, flows A {:?} B {:?}",
+                w.echo.open(),
+                seen[0],
+                seen[1]
+            );
+            assert!(
+                all && open == conns,
+                "{name}: not all {conns} connections open at once: clients {open}, echo {}, \
+                 flows {seen:?}",
+                w.echo.open()
+            );
+        },
+    );
+    eprintln!(
+        "LOAD {name}: {} of {conns} connections verified (64 KiB each way) in {:.1}s",
+        report.verified,
+        report.elapsed.as_secs_f64()
+    );
+    assert!(
+        report.failures.is_empty() && report.verified == conns,
+        "{name}: {} of {conns} failed, first: {:?}\ncounters: {}\n{}\n--- A ---\n{}\n--- B ---\n{}",
+        report.failures.len(),
+        &report.failures[..report.failures.len().min(10)],
+        counters(w),
+        keep_logs(w, "tcp"),
+        tail(&w.p.a.log()),
+        tail(&w.p.b.log())
+    );
+}
+
+#[test]
+fn thousand_concurrent_tcp_connections_each_way_with_no_loss_and_no_leak() {
+    let _serial = serial();
+    let start = Instant::now();
+    let w = world();
+    let idle = w.idle();
+    let sampler = w.sampler();
+    // 1,000 through A's egress rule (and B's ingress rule) ...
+    concurrent_phase(&w, "tcp A egress → B ingress", w.a_tcp, 1000, 10_000);
+    // ... and 1,000 through A's ingress rule (from B's egress).
+    concurrent_phase(&w, "tcp B egress → A ingress", w.b_tcp, 1000, 20_000);
+    let peak = sampler.finish();
+    w.settle("tcp", idle, &peak, tcp_bounds());
+    // Still proxying after the load.
+    tcp_echo_roundtrip(local(w.a_tcp), 1 << 20, 3).expect("after the load");
+    eprintln!("LOAD tcp total {:.1}s", start.elapsed().as_secs_f64());
+}
+
+#[test]
+fn ten_thousand_udp_flows_each_echoed_with_no_leak() {
+    let _serial = serial();
+    let start = Instant::now();
+    let w = world();
+    let idle = w.idle();
+    let sampler = w.sampler();
+    let flows_wanted = 10_000;
+    let report = udp::flows(
+        &w.rt,
+        local(w.a_udp),
+        udp::UdpLoad {
+            flows: flows_wanted,
+            in_flight: 200,
+            attempts: 10,
+            reply_timeout: Duration::from_secs(1),
+        },
+    );
+    let peak = sampler.finish();
+    eprintln!(
+        "LOAD udp: {} of {flows_wanted} flows verified from {} distinct ports in {:.1}s; \
+         {} retries (at most {} for one flow); counters {}",
+        report.verified,
+        report.distinct_ports,
+        report.elapsed.as_secs_f64(),
+        report.retries,
+        report.max_retries,
+        counters(&w)
+    );
+    assert!(
+        report.failures.is_empty() && report.verified == flows_wanted,
+        "{} flows failed, first: {:?}\n--- A ---\n{}\n--- B ---\n{}",
+        report.failures.len(),
+        &report.failures[..report.failures.len().min(10)],
+        tail(&w.p.a.log()),
+        tail(&w.p.b.log())
+    );
+    assert_eq!(report.distinct_ports, flows_wanted);
+    w.settle("udp", idle, &peak, tcp_bounds());
+    udp_echo_check(local(w.a_udp), 5, 700).expect("after the load");
+    eprintln!("LOAD udp total {:.1}s", start.elapsed().as_secs_f64());
+}
+
+#[test]
+fn syn_burst_keeps_nexd_answering_and_drains() {
+    let _serial = serial();
+    let start = Instant::now();
+    let w = world();
+    let idle = w.idle();
+    let sampler = w.sampler();
+    // The control API must keep answering while the burst runs.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let prober = {
+        let stop = stop.clone();
+        let sockets = [w.p.a.socket.clone(), w.p.b.socket.clone()];
+        std::thread::spawn(move || {
+            let mut calls = Vec::new();
+            for _ in 0..10_000 {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                for s in &sockets {
+                    let t = Instant::now();
+                    let (code, _, err) =
+                        nexd_e2e::pair::nexctl_as(None, s, &["--output", "json", "nexd", "status"]);
+                    calls.push((code, t.elapsed(), err));
+                }
+            }
+            calls
+        })
+    };
+    let report = burst::syn_burst(&w.rt, local(w.a_tcp), 5000, 10);
+    // Right after the burst, flows still draining: status answers on both.
+    let during: Vec<_> = w.nodes().iter().map(|n| flows(n)).collect();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let calls = prober.join().expect("prober");
+    let peak = sampler.finish();
+    let slowest = calls.iter().map(|c| c.1).max().unwrap_or_default();
+    eprintln!(
+        "LOAD burst: fired {} connects in {:.2}s ({} refused locally, {} FIN-abandoned, \
+         {} RST-abandoned, {} kept, {} kept verified); flows right after A {:?} B {:?}; \
+         {} status calls during the burst, slowest {:?}",
+        report.fired,
+        report.fire_time.as_secs_f64(),
+        report.connect_errors,
+        report.abandoned_fin,
+        report.abandoned_rst,
+        report.kept,
+        report.kept_verified,
+        during[0],
+        during[1],
+        calls.len(),
+        slowest
+    );
+    for d in &during {
+        assert!(d.is_ok(), "status failed right after the burst: {d:?}");
+    }
+    let failed: Vec<_> = calls.iter().filter(|c| c.0 != 0).collect();
+    assert!(
+        !calls.is_empty() && failed.is_empty(),
+        "{} of {} status calls failed, first: {:?}",
+        failed.len(),
+        calls.len(),
+        failed.first()
+    );
+    assert!(
+        report.failures.is_empty() && report.kept_verified == report.kept && report.kept > 0,
+        "{} kept connections failed, first: {:?}\n--- A ---\n{}\n--- B ---\n{}",
+        report.failures.len(),
+        &report.failures[..report.failures.len().min(10)],
+        tail(&w.p.a.log()),
+        tail(&w.p.b.log())
+    );
+    w.settle("burst", idle, &peak, tcp_bounds());
+    tcp_echo_roundtrip(local(w.a_tcp), 1 << 20, 4).expect("after the burst");
+    eprintln!("LOAD burst total {:.1}s", start.elapsed().as_secs_f64());
+}
