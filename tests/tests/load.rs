@@ -115,12 +115,14 @@ impl World {
         )
     }
 
-    /// Waits for both nodes to come back near idle; prints and returns their figures.
+    /// Waits for both nodes to come back near idle and prints their figures; fails with
+    /// both nodes' figures if either does not.
     fn settle(&self, test: &str, idle: [Usage; 2], peak: &[Usage], bounds: Bounds) {
+        let mut errors = Vec::new();
         for (i, node) in self.nodes().iter().enumerate() {
             let settled = leak::wait_settled(node, idle[i], bounds, SETTLE);
             let peak = peak.get(i).copied().unwrap_or_default();
-            match &settled {
+            match settled {
                 Ok(s) => eprintln!(
                     "LOAD {test} nexd {}: idle {} | peak {} | after {} (settled in {:.1}s)",
                     node.name,
@@ -129,11 +131,20 @@ impl World {
                     s.usage,
                     s.after.as_secs_f64()
                 ),
-                Err(e) => eprintln!("LOAD {test} nexd {}: peak {peak}; {e}", node.name),
+                Err(e) => {
+                    eprintln!("LOAD {test} nexd {}: peak {peak}; {e}", node.name);
+                    errors.push(e);
+                }
             }
-            if let Err(e) = settled {
-                panic!("{e}\n--- log tail ---\n{}", tail(&node.log()));
-            }
+        }
+        if !errors.is_empty() {
+            panic!(
+                "{}\n{}\n--- A ---\n{}\n--- B ---\n{}",
+                errors.join("\n"),
+                keep_logs(self, test),
+                tail(&self.p.a.log()),
+                tail(&self.p.b.log())
+            );
         }
     }
 }
