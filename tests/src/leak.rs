@@ -1,5 +1,6 @@
-//! Leak checks for a running nexd: its idle resources, and waiting (with a deadline) until
-//! flows, descriptors and memory are back near idle after a load.
+//! Leak checks for running nexd processes: their idle resources, then after each round of
+//! load: flows gone and descriptors back to idle (polled with a deadline), resident memory
+//! within a bound of idle, and no growth from one identical round to the next.
 
 use crate::pair::Node;
 use crate::procstat::{usage, Usage};
@@ -17,48 +18,40 @@ pub fn pid(node: &Node) -> u32 {
         .expect("node not started")
 }
 
-/// How close to idle a node must come back.
+/// How close to idle nodes must come back.
 #[derive(Debug, Clone, Copy)]
 pub struct Bounds {
     /// Descriptors allowed above the idle count.
     pub fd_slack: usize,
-    /// Resident KiB allowed above the idle RSS.
+    /// Resident KiB allowed above the idle RSS once the flows are gone.
     pub rss_slack_kib: u64,
+    /// Resident KiB the last round may end above the first (a leak grows every round;
+    /// memory kept for reuse does not).
+    pub growth_slack_kib: u64,
+    /// Deadline for flows and descriptors to drain.
+    pub drain: Duration,
+    /// Deadline for RSS to come within bound once drained.
+    pub rss_wait: Duration,
 }
 
-/// A node's figures once it came back to idle.
-#[derive(Debug, Clone, Copy)]
-pub struct Settled {
-    /// Resources at that moment.
-    pub usage: Usage,
-    /// How long after the call it took.
-    pub after: Duration,
-}
-
-/// Waits until `node` reports no flows and its resources are within `bounds` of `idle`.
-pub fn wait_settled(
+/// Waits until `node` reports no flows and at most `idle.fds + fd_slack` descriptors;
+/// returns its resources then and how long that took.
+pub fn wait_drained(
     node: &Node,
     idle: Usage,
-    bounds: Bounds,
+    fd_slack: usize,
     timeout: Duration,
-) -> Result<Settled, String> {
+) -> Result<(Usage, Duration), String> {
     let pid = pid(node);
     let start = Instant::now();
-    let mut last = (None::<Flows>, None::<Usage>, String::new());
+    let mut last: (Option<Flows>, Option<Usage>, String) = (None, None, String::new());
     let max_polls = (timeout.as_millis() / POLL.as_millis()).max(1) + 1;
     for _ in 0..max_polls {
         let f = flows(node);
         let u = usage(pid);
         if let (Ok(f), Some(u)) = (&f, u) {
-            if f.tcp == 0
-                && f.udp == 0
-                && u.fds <= idle.fds + bounds.fd_slack
-                && u.rss_kib <= idle.rss_kib + bounds.rss_slack_kib
-            {
-                return Ok(Settled {
-                    usage: u,
-                    after: start.elapsed(),
-                });
+            if f.tcp == 0 && f.udp == 0 && u.fds <= idle.fds + fd_slack {
+                return Ok((u, start.elapsed()));
             }
         }
         last = (f.as_ref().ok().copied(), u, f.err().unwrap_or_default());
@@ -68,15 +61,34 @@ pub fn wait_settled(
         std::thread::sleep(POLL);
     }
     Err(format!(
-        "{} did not return to idle within {timeout:?}: flows {:?}, now {}, idle {idle}, \
-         allowed +{} fds and +{:.1} MiB {}",
+        "{}: flows/descriptors did not drain within {timeout:?}: flows {:?}, now {}, idle {idle} \
+         (+{fd_slack} fds allowed) {}",
         node.name,
         last.0,
         last.1.map(|u| u.to_string()).unwrap_or("gone".into()),
-        bounds.fd_slack,
-        bounds.rss_slack_kib as f64 / 1024.0,
         last.2
     ))
+}
+
+/// Polls the RSS of `pid` until it is at most `limit_kib` or `timeout` passes; returns the
+/// last reading and whether it was within the limit.
+pub fn wait_rss_within(pid: u32, limit_kib: u64, timeout: Duration) -> (Usage, bool) {
+    let start = Instant::now();
+    let max_polls = (timeout.as_millis() / POLL.as_millis()).max(1) + 1;
+    let mut last = Usage::default();
+    for _ in 0..max_polls {
+        if let Some(u) = usage(pid) {
+            last = u;
+            if u.rss_kib <= limit_kib {
+                return (u, true);
+            }
+        }
+        if start.elapsed() >= timeout {
+            break;
+        }
+        std::thread::sleep(POLL);
+    }
+    (last, false)
 }
 
 /// Waits until `node` reports no flows and its descriptor count holds still for a moment,
@@ -99,4 +111,108 @@ pub fn idle_usage(node: &Node, timeout: Duration) -> Usage {
         std::thread::sleep(POLL);
     }
     panic!("{} never became idle: {prev:?}\n{}", node.name, node.log());
+}
+
+/// Figures of several nodes across rounds of load, and every bound they broke.
+pub struct Ledger {
+    test: String,
+    bounds: Bounds,
+    idle: Vec<Usage>,
+    rounds: Vec<Vec<Usage>>,
+    /// Broken bounds, one line each.
+    pub errors: Vec<String>,
+}
+
+impl Ledger {
+    /// Records the idle baseline of `nodes` (in this order from now on).
+    pub fn new(test: &str, nodes: &[&Node], bounds: Bounds) -> Ledger {
+        let idle = nodes
+            .iter()
+            .map(|n| idle_usage(n, Duration::from_secs(30)))
+            .collect();
+        Ledger {
+            test: test.to_string(),
+            bounds,
+            idle,
+            rounds: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// The idle baseline, in node order.
+    pub fn idle(&self) -> &[Usage] {
+        &self.idle
+    }
+
+    /// After a round of load: waits for every node to drain, then checks its RSS bound.
+    pub fn after_round(&mut self, nodes: &[&Node]) {
+        let round = self.rounds.len() + 1;
+        let b = self.bounds;
+        let mut figures = Vec::new();
+        for (node, idle) in nodes.iter().zip(self.idle.clone()) {
+            let drained = wait_drained(node, idle, b.fd_slack, b.drain);
+            let (rss, within) =
+                wait_rss_within(pid(node), idle.rss_kib + b.rss_slack_kib, b.rss_wait);
+            match &drained {
+                Ok((_, took)) => eprintln!(
+                    "LOAD {} round {round} nexd {}: drained in {:.1}s; now {rss} (idle {idle})",
+                    self.test,
+                    node.name,
+                    took.as_secs_f64()
+                ),
+                Err(e) => {
+                    eprintln!("LOAD {} round {round} {e}", self.test);
+                    self.errors.push(format!("round {round}: {e}"));
+                }
+            }
+            if !within {
+                self.errors.push(format!(
+                    "round {round}: {} keeps RSS {:.1} MiB after the load, idle was {:.1} MiB \
+                     (+{:.1} MiB allowed)",
+                    node.name,
+                    rss.rss_mib(),
+                    idle.rss_mib(),
+                    b.rss_slack_kib as f64 / 1024.0
+                ));
+            }
+            figures.push(rss);
+        }
+        self.rounds.push(figures);
+    }
+
+    /// Prints the summary (idle, peak, after each round) and checks growth between the first
+    /// and the last round; returns all broken bounds.
+    pub fn finish(mut self, nodes: &[&Node], peaks: &[Usage]) -> Vec<String> {
+        for (i, node) in nodes.iter().enumerate() {
+            let after: Vec<String> = self
+                .rounds
+                .iter()
+                .map(|r| format!("{:.1} MiB/{} fds", r[i].rss_mib(), r[i].fds))
+                .collect();
+            eprintln!(
+                "LOAD {} nexd {}: idle {} | peak {} | after each round: {}",
+                self.test,
+                node.name,
+                self.idle[i],
+                peaks.get(i).copied().unwrap_or_default(),
+                after.join(", ")
+            );
+            if let (Some(first), Some(last)) = (self.rounds.first(), self.rounds.last()) {
+                if self.rounds.len() > 1
+                    && last[i].rss_kib > first[i].rss_kib + self.bounds.growth_slack_kib
+                {
+                    self.errors.push(format!(
+                        "{} grew from {:.1} MiB after round 1 to {:.1} MiB after round {} \
+                         (+{:.1} MiB allowed): memory is not reused",
+                        node.name,
+                        first[i].rss_mib(),
+                        last[i].rss_mib(),
+                        self.rounds.len(),
+                        self.bounds.growth_slack_kib as f64 / 1024.0
+                    ));
+                }
+            }
+        }
+        self.errors
+    }
 }
