@@ -57,7 +57,7 @@ impl PeakSampler {
         let thread = std::thread::spawn(move || {
             let mut peaks = vec![Usage::default(); pids.len()];
             // Bounded: at most an hour of samples even if nobody stops us.
-            for _ in 0..(3600_000 / every.as_millis().max(1)) {
+            for _ in 0..(3_600_000 / every.as_millis().max(1)) {
                 for (peak, &pid) in peaks.iter_mut().zip(&pids) {
                     if let Some(u) = usage(pid) {
                         peak.rss_kib = peak.rss_kib.max(u.rss_kib);
@@ -119,5 +119,5 @@ pub fn raise_nofile_limit() -> u64 {
             }
         }
     }
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }

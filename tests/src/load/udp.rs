@@ -116,7 +116,7 @@ async fn one_flow(i: usize, addr: SocketAddr, load: UdpLoad, gate: Arc<Semaphore
     let msg = payload(16 + i % 512, 0x5eed_0000 + i as u64);
     let mut buf = vec![0u8; 2048];
     out.result = Err(format!("flow {i}: no echo after {} sends", load.attempts));
-    'attempts: for attempt in 0..load.attempts {
+    for attempt in 0..load.attempts {
         if attempt > 0 {
             out.retries += 1;
         }
@@ -124,26 +124,24 @@ async fn one_flow(i: usize, addr: SocketAddr, load: UdpLoad, gate: Arc<Semaphore
             out.result = Err(format!("flow {i}: send: {e}"));
             break;
         }
-        let deadline = tokio::time::Instant::now() + load.reply_timeout;
-        // Late echoes of an earlier attempt are identical to `msg`; anything else is wrong.
-        loop {
-            match tokio::time::timeout_at(deadline, sock.recv_from(&mut buf)).await {
-                Err(_) => continue 'attempts,
-                Ok(Err(e)) => {
-                    out.result = Err(format!("flow {i}: recv: {e}"));
-                    break 'attempts;
-                }
-                Ok(Ok((n, from))) if from == addr && buf[..n] == msg[..] => {
-                    out.result = Ok(());
-                    break 'attempts;
-                }
-                Ok(Ok((n, from))) => {
-                    out.result = Err(format!(
-                        "flow {i}: got {n} foreign bytes from {from} (sent {} bytes)",
-                        msg.len()
-                    ));
-                    break 'attempts;
-                }
+        // A late echo of an earlier attempt is identical to `msg`, so any reply either
+        // proves the flow or is another flow's bytes.
+        match tokio::time::timeout(load.reply_timeout, sock.recv_from(&mut buf)).await {
+            Err(_) => continue,
+            Ok(Err(e)) => {
+                out.result = Err(format!("flow {i}: recv: {e}"));
+                break;
+            }
+            Ok(Ok((n, from))) if from == addr && buf[..n] == msg[..] => {
+                out.result = Ok(());
+                break;
+            }
+            Ok(Ok((n, from))) => {
+                out.result = Err(format!(
+                    "flow {i}: got {n} foreign bytes from {from} (sent {} bytes)",
+                    msg.len()
+                ));
+                break;
             }
         }
     }
