@@ -34,6 +34,16 @@ pub struct Bounds {
     pub rss_wait: Duration,
 }
 
+/// The bounds the load tests use (see tests/tests/load.rs for why these numbers).
+pub const BOUNDS: Bounds = Bounds {
+    fd_slack: 2,
+    rss_slack_kib: 32 * 1024,
+    growth_slack_kib: 8 * 1024,
+    // UDP flows close after the idle timeout plus a sweep; TCP flows as soon as both ends close.
+    drain: Duration::from_secs(30),
+    rss_wait: Duration::from_secs(5),
+};
+
 /// Waits until `node` reports no flows and at most `idle.fds + fd_slack` descriptors;
 /// returns its resources then and how long that took.
 pub fn wait_drained(

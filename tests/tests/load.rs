@@ -20,7 +20,7 @@
 //!
 //! The tests run one at a time (they would distort each other's figures on two cores).
 
-use nexd_e2e::leak::{self, Bounds, Ledger};
+use nexd_e2e::leak::{self, Ledger, BOUNDS};
 use nexd_e2e::load::{self, burst, tcp, udp};
 use nexd_e2e::pair::{Node, Pair};
 use nexd_e2e::procstat::{self, PeakSampler};
@@ -32,16 +32,6 @@ use std::time::{Duration, Instant};
 
 /// UDP flows idle this long are closed: short, so the leak check need not wait a minute.
 const UDP_IDLE_SECS: u64 = 2;
-/// See the module documentation.
-const BOUNDS: Bounds = Bounds {
-    fd_slack: 2,
-    rss_slack_kib: 32 * 1024,
-    growth_slack_kib: 8 * 1024,
-    // UDP flows close after the idle timeout plus a sweep; TCP flows as soon as both ends close.
-    drain: Duration::from_secs(30),
-    rss_wait: Duration::from_secs(5),
-};
-
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {

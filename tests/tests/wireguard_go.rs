@@ -428,3 +428,109 @@ fn tcp_echo_both_directions_with_wireguard_go() {
         ])
         .unwrap_or_else(|e| panic!("ingress: {e}\n{}", w.nexd.log()));
 }
+
+/// Lines of a child's stdout, read on a thread so the test can wait with a deadline.
+fn stdout_lines(out: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn thousand_concurrent_connections_from_wireguard_go_into_ingress_without_leaks() {
+    use nexd_e2e::leak::{self, Ledger, BOUNDS};
+    use nexd_e2e::pair::Node;
+    use nexd_e2e::procstat::PeakSampler;
+    use std::io::Write;
+    use std::process::Stdio;
+    let Some(w) = world("ingress_load", &["--ingress", "tcp:7000:127.0.0.1:7001"]) else {
+        return;
+    };
+    let _echo = Background::spawn_ready({
+        let mut c = w.net.a.command(&testkit());
+        c.args(["tcp-echo", "127.0.0.1:7001"]);
+        c
+    })
+    .unwrap();
+    let target = format!("{NEXD_ADDR}:7000");
+    // Warm-up: handshake and a first flow, so idle figures are those of a nexd in use.
+    w.net
+        .b
+        .run(&[&testkit(), "tcp-echo-check", &target, "262144", "1"])
+        .unwrap_or_else(|e| panic!("{e}\n{}", w.nexd.log()));
+    let World {
+        nexd,
+        peer: _peer,
+        net,
+        scratch,
+    } = w;
+    // The leak helpers read a node's status through its API socket (Nexd::start puts it in
+    // <scratch>/<name>-home).
+    let node = Node {
+        name: "nexd".into(),
+        conf: scratch.path().join("nexd.conf"),
+        state_dir: scratch.path().join("nexd-home/state"),
+        socket: scratch.path().join("nexd-home/nexd.sock"),
+        keys: Keypair::generate(),
+        wg_port: 51820,
+        nexd: Some(nexd),
+    };
+    let nodes = [&node];
+    let mut ledger = Ledger::new("wireguard-go → nexd ingress", &nodes, BOUNDS);
+    let sampler = PeakSampler::start(vec![leak::pid(&node)], Duration::from_millis(100));
+    for round in 1..=2u64 {
+        let mut client = net
+            .b
+            .command(&testkit())
+            .args([
+                "tcp-load",
+                &target,
+                "1000",
+                "65536",
+                &(round * 10_000).to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let lines = stdout_lines(client.stdout.take().unwrap());
+        let open = lines.recv_timeout(Duration::from_secs(90));
+        let flows_open = wait_until(Duration::from_secs(60), || {
+            nexd_e2e::status::flows(&node).is_ok_and(|f| f.tcp >= 1000)
+        });
+        eprintln!(
+            "LOAD wireguard-go round {round}: client says {open:?}, nexd flows {:?}",
+            nexd_e2e::status::flows(&node)
+        );
+        let _ = writeln!(client.stdin.as_mut().unwrap(), "go");
+        let result = lines.recv_timeout(Duration::from_secs(120));
+        let exited = wait_until(Duration::from_secs(10), || {
+            matches!(client.try_wait(), Ok(Some(_)))
+        });
+        if !exited {
+            let _ = client.kill();
+        }
+        let status = client.wait().unwrap();
+        eprintln!("LOAD wireguard-go round {round}: {result:?}");
+        assert_eq!(open.as_deref(), Ok("open 1000"), "round {round}");
+        assert!(flows_open, "round {round}: nexd never had 1000 flows");
+        assert!(
+            status.success() && result.as_deref() == Ok("verified 1000 failed 0"),
+            "round {round}: {result:?}, client {status}\n{}",
+            node.log()
+        );
+        ledger.after_round(&nodes);
+    }
+    let peaks = sampler.finish();
+    let errors = ledger.finish(&nodes, &peaks);
+    assert!(errors.is_empty(), "{}\n{}", errors.join("\n"), node.log());
+}

@@ -11,7 +11,7 @@ fn usage() -> ExitCode {
         "usage: testkit genkey | tcp-echo ADDR | udp-echo ADDR | http-serve ADDR FILE | \
          tcp-echo-check ADDR BYTES SEED | udp-echo-check ADDR COUNT SIZE | \
          conn-rate ADDR THREADS SECONDS | rtt ADDR COUNT SIZE | hold-server ADDR | hold-conns ADDR N | \
-         firehose ADDR | slow-read ADDR SECONDS KBPS"
+         firehose ADDR | slow-read ADDR SECONDS KBPS | tcp-load ADDR CONNS BYTES SEED"
     );
     ExitCode::from(64)
 }
@@ -167,7 +167,45 @@ fn run(args: &[String]) -> Result<(), String> {
             println!("read {total} bytes");
             Ok(())
         }
+        [cmd, a, conns, bytes, seed] if cmd == "tcp-load" => tcp_load(a, conns, bytes, seed),
         _ => Err(String::new()),
+    }
+}
+
+/// CONNS concurrent echo connections to ADDR: prints "open N" once all are open, waits for a
+/// line on stdin (the test inspects the proxy meanwhile), then moves BYTES each way per
+/// connection and prints "verified V failed F".
+fn tcp_load(a: &str, conns: &str, bytes: &str, seed: &str) -> Result<(), String> {
+    let conns = conns.parse().map_err(|_| "bad CONNS")?;
+    let bytes = bytes.parse().map_err(|_| "bad BYTES")?;
+    let seed = seed.parse().map_err(|_| "bad SEED")?;
+    nexd_e2e::procstat::raise_nofile_limit();
+    let rt = nexd_e2e::load::runtime();
+    let report = nexd_e2e::load::tcp::concurrent_echo(
+        &rt,
+        addr(a)?,
+        conns,
+        bytes,
+        seed,
+        std::time::Duration::from_secs(60),
+        |open| {
+            println!("open {open}");
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+        },
+    );
+    println!(
+        "verified {} failed {}",
+        report.verified,
+        report.failures.len()
+    );
+    for f in report.failures.iter().take(10) {
+        eprintln!("testkit: {f}");
+    }
+    if report.failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{} connections failed", report.failures.len()))
     }
 }
 
