@@ -1,6 +1,6 @@
 //! Leak checks for running nexd processes: their idle resources, then after each round of
-//! load: flows gone and descriptors back to idle (polled with a deadline), resident memory
-//! within a bound of idle, and no growth from one identical round to the next.
+//! load: flows gone and descriptors back to idle (polled with a deadline) and resident memory
+//! within a bound of idle.
 
 use crate::pair::Node;
 use crate::procstat::{usage, Usage};
@@ -25,9 +25,6 @@ pub struct Bounds {
     pub fd_slack: usize,
     /// Resident KiB allowed above the idle RSS once the flows are gone.
     pub rss_slack_kib: u64,
-    /// Resident KiB the last round may end above the first (a leak grows every round;
-    /// memory kept for reuse does not).
-    pub growth_slack_kib: u64,
     /// Deadline for flows and descriptors to drain.
     pub drain: Duration,
     /// Deadline for RSS to come within bound once drained.
@@ -37,8 +34,7 @@ pub struct Bounds {
 /// The bounds the load tests use (see tests/tests/load.rs for why these numbers).
 pub const BOUNDS: Bounds = Bounds {
     fd_slack: 2,
-    rss_slack_kib: 32 * 1024,
-    growth_slack_kib: 8 * 1024,
+    rss_slack_kib: 48 * 1024,
     // UDP flows close after the idle timeout plus a sweep; TCP flows as soon as both ends close.
     drain: Duration::from_secs(30),
     rss_wait: Duration::from_secs(5),
@@ -190,38 +186,27 @@ impl Ledger {
         self.rounds.push(figures);
     }
 
-    /// Prints the summary (idle, peak, after each round) and checks growth between the first
-    /// and the last round; returns all broken bounds.
-    pub fn finish(mut self, nodes: &[&Node], peaks: &[Usage]) -> Vec<String> {
+    /// Prints the summary (idle, peak, after each round, growth from the first round to the
+    /// last) and returns all broken bounds.
+    pub fn finish(self, nodes: &[&Node], peaks: &[Usage]) -> Vec<String> {
         for (i, node) in nodes.iter().enumerate() {
             let after: Vec<String> = self
                 .rounds
                 .iter()
                 .map(|r| format!("{:.1} MiB/{} fds", r[i].rss_mib(), r[i].fds))
                 .collect();
+            let growth = match (self.rounds.first(), self.rounds.last()) {
+                (Some(first), Some(last)) => last[i].rss_mib() - first[i].rss_mib(),
+                _ => 0.0,
+            };
             eprintln!(
-                "LOAD {} nexd {}: idle {} | peak {} | after each round: {}",
+                "LOAD {} nexd {}: idle {} | peak {} | after each round: {} | growth {growth:+.1} MiB",
                 self.test,
                 node.name,
                 self.idle[i],
                 peaks.get(i).copied().unwrap_or_default(),
                 after.join(", ")
             );
-            if let (Some(first), Some(last)) = (self.rounds.first(), self.rounds.last()) {
-                if self.rounds.len() > 1
-                    && last[i].rss_kib > first[i].rss_kib + self.bounds.growth_slack_kib
-                {
-                    self.errors.push(format!(
-                        "{} grew from {:.1} MiB after round 1 to {:.1} MiB after round {} \
-                         (+{:.1} MiB allowed): memory is not reused",
-                        node.name,
-                        first[i].rss_mib(),
-                        last[i].rss_mib(),
-                        self.rounds.len(),
-                        self.bounds.growth_slack_kib as f64 / 1024.0
-                    ));
-                }
-            }
         }
         self.errors
     }
