@@ -2,9 +2,12 @@
 //! clients, so tests read like stories.
 
 pub mod faults;
+pub mod leak;
+pub mod load;
 pub mod netns;
 pub mod nexd;
 pub mod pair;
+pub mod procstat;
 pub mod reflection;
 pub mod status;
 pub mod traffic;

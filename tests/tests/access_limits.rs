@@ -3,7 +3,7 @@
 
 use nexd_e2e::nexd::run_to_exit;
 use nexd_e2e::pair::Pair;
-use nexd_e2e::status::{counter, flows};
+use nexd_e2e::status::{count, flows};
 use nexd_e2e::traffic::{echo_server, local, tcp_echo_roundtrip, udp_echo_server};
 use nexd_e2e::{free_port, wait_until};
 use std::io::{ErrorKind, Read, Write};
@@ -99,10 +99,10 @@ fn allow_peer_admits_listed_peers_resets_others_and_persists() {
     let e_mine = egress(&p, free_port(), 7002);
 
     tcp_echo_roundtrip(local(e_mine), 256 << 10, 2).unwrap();
-    let before = counter(&p.b, "not_allowed");
+    let before = count(&p.b, "not_allowed");
     expect_refused(local(e_other));
     assert!(
-        wait_until(Duration::from_secs(5), || counter(&p.b, "not_allowed")
+        wait_until(Duration::from_secs(5), || count(&p.b, "not_allowed")
             > before),
         "refusal not counted"
     );
@@ -150,7 +150,10 @@ fn allow_peer_admits_listed_peers_resets_others_and_persists() {
     );
     expect_refused(local(e_other));
     // Nothing is left behind by refused flows.
-    assert!(wait_until(Duration::from_secs(10), || flows(&p.b).0 == 0));
+    assert!(wait_until(Duration::from_secs(10), || flows(&p.b)
+        .unwrap()
+        .tcp
+        == 0));
 }
 
 #[test]
@@ -238,9 +241,9 @@ fn rule_flow_limit_refuses_new_flows_and_spares_live_ones() {
     );
 
     let mut live: Vec<TcpStream> = (0..3).map(|_| held(local(e))).collect();
-    let before = counter(&p.b, "rule_limit");
+    let before = count(&p.b, "rule_limit");
     expect_refused(local(e));
-    assert!(counter(&p.b, "rule_limit") > before, "refusal not counted");
+    assert!(count(&p.b, "rule_limit") > before, "refusal not counted");
     // The live flows are untouched.
     for (i, c) in live.iter_mut().enumerate() {
         let msg = format!("still here {i}");
@@ -283,7 +286,7 @@ fn rule_flow_limit_refuses_new_flows_and_spares_live_ones() {
             "udp flow {i} failed"
         );
     }
-    let before = counter(&p.b, "rule_limit");
+    let before = count(&p.b, "rule_limit");
     let mut buf = [0u8; 64];
     for _ in 0..3 {
         let _ = clients[3].send_to(b"fourth", local(u));
@@ -293,7 +296,7 @@ fn rule_flow_limit_refuses_new_flows_and_spares_live_ones() {
         );
     }
     assert!(
-        counter(&p.b, "rule_limit") > before,
+        count(&p.b, "rule_limit") > before,
         "udp refusal not counted"
     );
     assert!(echoes(&clients[0], b"first again"), "live udp flow broken");
@@ -304,9 +307,9 @@ fn total_flow_limit_refuses_new_flows_and_spares_live_ones() {
     let mut p = Pair::new(true);
     let e = p.start_tcp_path(echo_server(), &[], &["--max-flows", "2"]);
     let mut live: Vec<TcpStream> = (0..2).map(|_| held(local(e))).collect();
-    let before = counter(&p.a, "total_limit");
+    let before = count(&p.a, "total_limit");
     expect_refused(local(e));
-    assert!(counter(&p.a, "total_limit") > before, "refusal not counted");
+    assert!(count(&p.a, "total_limit") > before, "refusal not counted");
     live[0].write_all(b"y").unwrap();
     let mut b = [0u8; 1];
     live[0].read_exact(&mut b).unwrap();
@@ -357,11 +360,11 @@ fn idle_udp_flows_close_after_the_timeout_and_free_their_slot() {
         })
     };
     assert!(echoes(b"one"), "first flow failed");
-    assert_eq!(flows(&p.a).1, 1);
-    assert_eq!(flows(&p.b).1, 1);
+    assert_eq!(flows(&p.a).unwrap().udp, 1);
+    assert_eq!(flows(&p.b).unwrap().udp, 1);
     assert!(
-        wait_until(Duration::from_secs(10), || flows(&p.a).1 == 0
-            && flows(&p.b).1 == 0),
+        wait_until(Duration::from_secs(10), || flows(&p.a).unwrap().udp == 0
+            && flows(&p.b).unwrap().udp == 0),
         "idle udp flows not closed"
     );
     // The one slot of each rule is free again: a new client gets through.

@@ -4,7 +4,7 @@
 
 use nexd_e2e::nexd::{config, PeerSpec};
 use nexd_e2e::pair::{Node, Pair};
-use nexd_e2e::status::{counter, flows};
+use nexd_e2e::status::{count, flows};
 use nexd_e2e::traffic::{echo_server, local, tcp_echo_roundtrip};
 use nexd_e2e::{free_port, wait_until};
 use std::io::{Read, Write};
@@ -64,11 +64,15 @@ fn preshared_key_mismatch_counts_failed_handshakes_and_carries_nothing() {
     no_echo(e);
     assert!(
         wait_until(Duration::from_secs(10), || {
-            counter(&p.a, "handshake_failed") + counter(&p.b, "handshake_failed") > 0
+            count(&p.a, "handshake_failed") + count(&p.b, "handshake_failed") > 0
         }),
         "failed handshakes not counted"
     );
-    assert_eq!(flows(&p.b).0, 0, "a flow opened without a session");
+    assert_eq!(
+        flows(&p.b).unwrap().tcp,
+        0,
+        "a flow opened without a session"
+    );
 }
 
 #[test]
@@ -79,11 +83,10 @@ fn unknown_peer_is_counted_and_gets_no_answer() {
     // The connection makes A start a handshake that B cannot place.
     no_echo(e);
     assert!(
-        wait_until(Duration::from_secs(10), || counter(&p.b, "unknown_peer")
-            > 0),
+        wait_until(Duration::from_secs(10), || count(&p.b, "unknown_peer") > 0),
         "handshake from an unknown key not counted"
     );
-    assert_eq!(flows(&p.b).0, 0);
+    assert_eq!(flows(&p.b).unwrap().tcp, 0);
 }
 
 #[test]
@@ -111,11 +114,15 @@ fn spoofed_sources_and_foreign_destinations_are_dropped_and_counted() {
     );
     no_echo(spoof);
     assert!(
-        wait_until(Duration::from_secs(10), || counter(&p.b, "spoofed_source")
+        wait_until(Duration::from_secs(10), || count(&p.b, "spoofed_source")
             > 0),
         "spoofed source not counted"
     );
-    assert_eq!(flows(&p.b).0, 0, "a spoofed packet opened a flow");
+    assert_eq!(
+        flows(&p.b).unwrap().tcp,
+        0,
+        "a spoofed packet opened a flow"
+    );
 
     // Now give A an address B accepts, and aim one rule at an address B does not own.
     p.a.proc()
@@ -145,8 +152,11 @@ fn spoofed_sources_and_foreign_destinations_are_dropped_and_counted() {
     );
     no_echo(foreign);
     assert!(
-        wait_until(Duration::from_secs(10), || counter(&p.b, "not_local") > 0),
+        wait_until(Duration::from_secs(10), || count(&p.b, "not_local") > 0),
         "packet for a foreign address not counted"
     );
-    assert!(wait_until(Duration::from_secs(10), || flows(&p.b).0 == 0));
+    assert!(wait_until(Duration::from_secs(10), || flows(&p.b)
+        .unwrap()
+        .tcp
+        == 0));
 }

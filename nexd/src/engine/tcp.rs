@@ -115,6 +115,14 @@ impl TcpFlow {
     /// Moves data both ways as far as buffers allow and follows the socket's state.
     /// Returns whether any byte moved, and the flow's state.
     pub fn service(&mut self, socket: &mut Socket) -> (bool, FlowState) {
+        if socket.state() == State::Listen {
+            // Flows are made from sockets that left LISTEN, so this one was reset in
+            // SYN-RECEIVED, and smoltcp (per RFC 9293) returned it to LISTEN. The connection
+            // is gone: close it like any reset. Otherwise the flow, its dialed host
+            // connection and the socket stay forever (hundreds after a burst of abandoned
+            // connects), and the socket could take over a later SYN on the port.
+            socket.abort();
+        }
         let state = socket.state();
         if matches!(
             state,

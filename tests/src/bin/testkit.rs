@@ -12,7 +12,8 @@ fn usage() -> ExitCode {
          tcp-echo-check ADDR BYTES SEED | udp-echo-check ADDR COUNT SIZE | \
          conn-rate ADDR THREADS SECONDS | rtt ADDR COUNT SIZE | hold-server ADDR | hold-conns ADDR N | \
          firehose ADDR | slow-read ADDR SECONDS KBPS | paced-echo-check ADDR BYTES SEED KBPS | \
-         udp-probe SRC DST COUNT | tcp-probe SRC DST SECONDS"
+         udp-probe SRC DST COUNT | tcp-probe SRC DST SECONDS | \
+         tcp-load ADDR CONNS BYTES SEED"
     );
     ExitCode::from(64)
 }
@@ -171,6 +172,7 @@ fn run(args: &[String]) -> Result<(), String> {
         [cmd, a, n, seed, kbps] if cmd == "paced-echo-check" => paced_echo_check(a, n, seed, kbps),
         [cmd, src, dst, count] if cmd == "udp-probe" => udp_probe(src, dst, count),
         [cmd, src, dst, secs] if cmd == "tcp-probe" => tcp_probe(src, dst, secs),
+        [cmd, a, conns, bytes, seed] if cmd == "tcp-load" => tcp_load(a, conns, bytes, seed),
         _ => Err(String::new()),
     }
 }
@@ -253,6 +255,43 @@ fn tcp_probe(src: &str, dst: &str, secs: &str) -> Result<(), String> {
         Err(e) => println!("failed: {e}"),
     }
     Ok(())
+}
+
+/// CONNS concurrent echo connections to ADDR: prints "open N" once all are open, waits for a
+/// line on stdin (the test inspects the proxy meanwhile), then moves BYTES each way per
+/// connection and prints "verified V failed F".
+fn tcp_load(a: &str, conns: &str, bytes: &str, seed: &str) -> Result<(), String> {
+    let conns = conns.parse().map_err(|_| "bad CONNS")?;
+    let bytes = bytes.parse().map_err(|_| "bad BYTES")?;
+    let seed = seed.parse().map_err(|_| "bad SEED")?;
+    nexd_e2e::procstat::raise_nofile_limit();
+    let rt = nexd_e2e::load::runtime();
+    let report = nexd_e2e::load::tcp::concurrent_echo(
+        &rt,
+        addr(a)?,
+        conns,
+        bytes,
+        seed,
+        std::time::Duration::from_secs(60),
+        |open| {
+            println!("open {open}");
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+        },
+    );
+    println!(
+        "verified {} failed {}",
+        report.verified,
+        report.failures.len()
+    );
+    for f in report.failures.iter().take(10) {
+        eprintln!("testkit: {f}");
+    }
+    if report.failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{} connections failed", report.failures.len()))
+    }
 }
 
 fn main() -> ExitCode {
