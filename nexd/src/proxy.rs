@@ -268,10 +268,21 @@ pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
         }
         Err(e) => return Err(fatal(1, e.to_string())),
     }
-    wait_for_signal(&cancel).await;
+    let mut task = task;
+    let engine_failure = tokio::select! {
+        _ = wait_for_signal(&cancel) => None,
+        // The engine never ends on its own: if it does, a half-alive daemon that answers the
+        // API but moves no packet is worse than exiting for a supervisor to restart.
+        r = &mut task => Some(match r {
+            Err(e) if e.is_panic() => panic_message(e.into_panic()),
+            _ => "it stopped unexpectedly".to_string(),
+        }),
+    };
     info!("shutting down");
     cancel.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+    if engine_failure.is_none() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+    }
     // A timeout here means clients that never close; they must not hold up shutdown, and
     // the guard removes the socket either way.
     if let Some(api_task) = api_task {
@@ -279,7 +290,22 @@ pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
             warn!("{e}");
         }
     }
-    Ok(())
+    match engine_failure {
+        Some(why) => Err(fatal(EX_SOFTWARE, format!("the engine failed: {why}"))),
+        None => Ok(()),
+    }
+}
+
+/// sysexits EX_SOFTWARE: an internal error.
+const EX_SOFTWARE: u8 = 70;
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    match p.downcast::<String>() {
+        Ok(s) => *s,
+        Err(p) => p
+            .downcast_ref::<&str>()
+            .map_or_else(|| "panic".to_string(), |s| s.to_string()),
+    }
 }
 
 async fn wait_for_signal(cancel: &CancellationToken) {
