@@ -86,7 +86,8 @@ fn dual_stack_socket(port: u16, ty: Type, proto: SockProto) -> std::io::Result<S
 /// Binds a TCP listener on all interfaces, IPv4 and IPv6.
 pub fn bind_tcp(port: u16) -> std::io::Result<TcpListener> {
     let sock = dual_stack_socket(port, Type::STREAM, SockProto::TCP)?;
-    sock.listen(1024)?;
+    // The kernel caps this at net.core.somaxconn; bursts of new clients must not overflow it.
+    sock.listen(4096)?;
     TcpListener::from_std(sock.into())
 }
 

@@ -44,7 +44,16 @@ impl ConnCount {
 /// Starts a TCP echo server on 127.0.0.1 (echoes until the client's FIN, then shuts down
 /// its write side) on `rt`; returns its port and its connection counts.
 pub fn tcp_echo_server(rt: &Runtime) -> (u16, Arc<ConnCount>) {
-    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind echo server");
+    // std's listen backlog of 128 overflows when 1,000 dials arrive at once: with SYN
+    // cookies the dialer then counts as connected while the server never sees the connection
+    // until data comes, and the test waits for all of them before sending any.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .expect("echo socket");
+    sock.set_reuse_address(true).expect("reuseaddr");
+    sock.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind echo server");
+    sock.listen(4096).expect("listen");
+    let std_listener: std::net::TcpListener = sock.into();
     let port = std_listener.local_addr().expect("local addr").port();
     std_listener.set_nonblocking(true).expect("nonblocking");
     let count = Arc::new(ConnCount::default());
