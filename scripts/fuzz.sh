@@ -6,6 +6,7 @@
 #   scripts/fuzz.sh [SECONDS_PER_TARGET]
 #   FUZZ_TARGETS="rule config" scripts/fuzz.sh 30     # a subset
 #   FUZZ_TOOLCHAIN=stable scripts/fuzz.sh 10           # force the no-sanitizer path
+#   FUZZ_BUILD=dev scripts/fuzz.sh 20                  # quick-to-build targets (CI)
 #
 # With a nightly toolchain the targets are built with AddressSanitizer; otherwise with the
 # default (stable) toolchain and `--sanitizer none`, where -malloc_limit_mb is not enforced
@@ -30,21 +31,31 @@ toolchain=${FUZZ_TOOLCHAIN:-}
 if [ -z "$toolchain" ]; then
     if cargo +nightly --version >/dev/null 2>&1; then toolchain=nightly; else toolchain=stable; fi
 fi
+# Each toolchain and profile builds in its own target dir, so none invalidates another;
+# nightly release uses cargo-fuzz's default, shared with `cargo +nightly fuzz run` by hand.
+profile=${FUZZ_BUILD:-release}
 if [ "$toolchain" = nightly ]; then
     fuzz=(cargo +nightly fuzz)
     cargo_version=$(cargo +nightly --version)
     build_opts=()
+    dir=fuzz/target
 else
-    # The default toolchain; its own target dir so it never invalidates the nightly build.
     fuzz=(cargo fuzz)
     cargo_version=$(cargo --version)
-    build_opts=(--sanitizer none --target-dir fuzz/target/stable)
+    build_opts=(--sanitizer none)
+    dir=fuzz/target/stable
 fi
+case $profile in
+    release) ;;
+    dev) build_opts+=(--dev) dir=$dir/dev ;;
+    *) echo "fuzz: FUZZ_BUILD must be release or dev" >&2; exit 2 ;;
+esac
+build_opts+=(--target-dir "$dir")
 # boringtun 0.6 pins curve25519-dalek 4.0.0-rc.3, whose SIMD backend asks nightly for the
 # removed `stdsimd` feature; the portable backend builds everywhere.
 export RUSTFLAGS="${RUSTFLAGS:-} --cfg curve25519_dalek_backend=\"serial\""
 
-echo "fuzz: toolchain $toolchain ($cargo_version), ${secs}s per target"
+echo "fuzz: toolchain $toolchain ($cargo_version), $profile build, ${secs}s per target"
 "${fuzz[@]}" build "${build_opts[@]}"
 
 failed=0

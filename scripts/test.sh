@@ -18,7 +18,7 @@ cargo test --workspace 2>&1 | tee "$log"
 fuzz_secs=${FUZZ_SECONDS:-20}
 fuzz_status=0
 if [ "$fuzz_secs" -gt 0 ]; then
-    scripts/fuzz.sh "$fuzz_secs" 2>&1 | tee -a "$log" || fuzz_status=$?
+    FUZZ_BUILD=${FUZZ_BUILD:-dev} scripts/fuzz.sh "$fuzz_secs" 2>&1 | tee -a "$log" || fuzz_status=$?
 else
     printf 'fuzz %s skipped\n' rule config state wg_datagram ip_packet | tee -a "$log"
 fi

@@ -28,7 +28,7 @@ use smoltcp::wire::{
 use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-/// The node's tunnel addresses.
+/// The node's IPv4 tunnel address.
 pub const NODE_V4: Ipv4Addr = Ipv4Addr::new(100, 100, 0, 1);
 /// The node's IPv6 tunnel address.
 pub const NODE_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
@@ -154,8 +154,11 @@ impl WgIo for Recorder<'_> {
         // (boringtun cuts a packet to its IPv4 total length, so an authenticated peer can
         // pass packets too short to name a source; the stack drops those.)
         if let Some(src) = inner_source(packet) {
-            let ok = nets(&PEER_NETS).iter().any(|n| n.contains(&src))
-                && !nets(&OTHER_PEER_NETS).iter().any(|n| n.contains(&src));
+            static RANGES: std::sync::OnceLock<(Vec<IpNet>, Vec<IpNet>)> =
+                std::sync::OnceLock::new();
+            let (own, other) = RANGES.get_or_init(|| (nets(&PEER_NETS), nets(&OTHER_PEER_NETS)));
+            let ok =
+                own.iter().any(|n| n.contains(&src)) && !other.iter().any(|n| n.contains(&src));
             assert!(ok, "cryptokey routing let {src} through: {packet:02x?}");
         }
         *self.delivered += 1;
