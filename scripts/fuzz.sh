@@ -17,9 +17,9 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 secs=${1:-60}
 targets=${FUZZ_TARGETS:-rule config state wg_datagram ip_packet}
-# No input may run 5 s (a hang), grow the process past 1 GiB (the targets stay near
-# 150 MB), or allocate more than 16 MiB at once (the largest buffer nexd allocates on
-# purpose is a 512 KiB socket buffer).
+# No input may run 5 s (a hang), grow the process past 1 GiB (the targets peaked near
+# 500 MB under ASan, most of it the allocator's quarantine), or allocate more than 16 MiB at
+# once (the largest buffer nexd allocates on purpose is a 512 KiB socket buffer).
 limits=(-timeout=5 -rss_limit_mb=1024 -malloc_limit_mb=16 -print_final_stats=1)
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
