@@ -6,6 +6,8 @@
 
 pub mod device;
 mod event_loop;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod host;
 mod memory;
 mod rules;
