@@ -105,14 +105,31 @@ pub fn shared_nexd_bin() -> PathBuf {
     shared_bin("nexd")
 }
 
+/// The directory of the shared binary copies, removed when the test process exits.
+static SHARED_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+extern "C" fn remove_shared_dir() {
+    if let Some(p) = SHARED_DIR.get() {
+        let _ = std::fs::remove_dir_all(p);
+    }
+}
+
 /// A world-executable copy of a workspace binary (`nexd` or `nexctl`), made once.
+#[allow(unsafe_code)]
 pub fn shared_bin(name: &str) -> PathBuf {
-    static DIR: std::sync::OnceLock<(Scratch, PathBuf, PathBuf)> = std::sync::OnceLock::new();
-    let (_, nexd, nexctl) = DIR.get_or_init(|| {
+    static BINS: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
+    let (nexd, nexctl) = BINS.get_or_init(|| {
         let s = Scratch::new();
         let a = s.install_bin(&workspace_bin("nexd"));
         let b = s.install_bin(&workspace_bin("nexctl"));
-        (s, a, b)
+        // A static is never dropped, so the TempDir would leak ~175 MB of binaries per test
+        // process; remove the directory at exit instead.
+        let _ = SHARED_DIR.set(s.dir.keep());
+        // SAFETY: registers a plain function with no captured state.
+        unsafe {
+            libc::atexit(remove_shared_dir);
+        }
+        (a, b)
     });
     match name {
         "nexd" => nexd.clone(),
