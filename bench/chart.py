@@ -12,15 +12,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+# (key in the results, axis label, colour): a path keeps its colour when others are missing.
 PATHS = [
-    ("direct", "direct\nloopback"),
-    ("nexd-nexd", "nexd ↔\nnexd"),
-    ("nexd-wggo", "nexd ↔\nwg-go"),
-    ("wggo-wggo", "wg-go ↔\nwg-go"),
-    ("bt-bt", "boringtun ↔\nboringtun"),
-    ("onetun-wggo", "onetun →\nwg-go"),
+    ("direct", "direct\nloopback", "#9e9e9e"),
+    ("nexd-nexd", "nexd ↔\nnexd", "#1f77b4"),
+    ("nexd-wggo", "nexd ↔\nwg-go", "#6baed6"),
+    ("wggo-wggo", "wg-go ↔\nwg-go", "#2ca02c"),
+    ("bt-bt", "boringtun ↔\nboringtun", "#ff7f0e"),
+    ("onetun-wggo", "onetun →\nwg-go", "#d62728"),
 ]
-COLORS = ["#9e9e9e", "#1f77b4", "#6baed6", "#2ca02c", "#ff7f0e", "#d62728"]
 # (figure key, title, log scale): throughput spans direct loopback to onetun, so log.
 PANELS = [
     ("fwd", "TCP 1 stream forward, Mbit/s (log)", True),
@@ -49,22 +49,27 @@ def main():
             parts = line.rstrip("\n").split("\t")
             if len(parts) == 3:
                 res[(parts[0], parts[1])] = parts[2]
-    paths = [(k, n) for k, n in PATHS if any(p == k for p, _ in res)]
+    paths = [p for p in PATHS if any(k == p[0] for k, _ in res)]
     fig, axes = plt.subplots(2, 4, figsize=(20, 9))
     for ax, (key, name, log) in zip(axes.flat, PANELS):
-        vals = [num(res.get((p, key))) for p, _ in paths]
+        vals = [num(res.get((p[0], key))) for p in paths]
         xs = range(len(paths))
-        bars = ax.bar(xs, [v or 0 for v in vals], color=COLORS[: len(paths)])
+        bars = ax.bar(xs, [v or 0 for v in vals], color=[p[2] for p in paths])
         if log:
             ax.set_yscale("log")
         for b, v in zip(bars, vals):
-            label = "n/a" if v is None else f"{v:g}"
-            y = b.get_height() if v else (1 if log else 0)
-            ax.annotate(label, (b.get_x() + b.get_width() / 2, y), ha="center",
-                        va="bottom", fontsize=9, xytext=(0, 2), textcoords="offset points")
+            x = b.get_x() + b.get_width() / 2
+            if v:
+                ax.annotate(f"{v:g}", (x, v), ha="center", va="bottom", fontsize=9,
+                            xytext=(0, 2), textcoords="offset points")
+            else:
+                # No bar to stand on (0 or missing, or below a log axis): label the axis.
+                ax.annotate("n/a" if v is None else "0", (x, 0), xycoords=("data", "axes fraction"),
+                            ha="center", va="bottom", fontsize=9, xytext=(0, 2),
+                            textcoords="offset points", color="#d62728")
         ax.set_title(name, fontsize=11)
         ax.set_xticks(list(xs))
-        ax.set_xticklabels([n for _, n in paths], fontsize=8)
+        ax.set_xticklabels([p[1] for p in paths], fontsize=8)
         ax.margins(y=0.15)
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(title, fontsize=13)

@@ -56,13 +56,17 @@ stop() { # pid... : a path's tunnel processes, at its teardown
   local p; for p in "$@"; do kill "$p" 2>/dev/null || true; done
   for p in "$@"; do wait "$p" 2>/dev/null || true; done
 }
-phase() { echo "$1" >"$work/phase"; } # what measure is doing, for watchdog notes
+# Before each figure: note what measure is doing (for watchdog notes) and run the path's
+# ON_PHASE hook (onetun gets a fresh process per figure).
+phase() { echo "$1" >"$work/phase"; "${ON_PHASE:-:}"; }
 field() { sed -n "s/.*$1=\\([0-9]*\\).*/\\1/p"; }
 
 declare -A R
-# measure LABEL NS HOST IPERF_PORT ECHO_PORT HOLD_PORT "PIDS(cpu/rss)" FIREHOSE_PORT
+# measure LABEL NS HOST IPERF_PORT ECHO_PORT HOLD_PORT 'PIDS(cpu/rss)' FIREHOSE_PORT
+# PIDS may name variables ('$onetun $wg_b'): they are read again before each use.
 measure() {
-  local label=$1 ns=$2 host=$3 ip=$4 ep=$5 hp=$6 procs=$7 fp=${8:-}
+  local label=$1 ns=$2 host=$3 ip=$4 ep=$5 hp=$6 procs_spec=$7 fp=${8:-} procs
+  procs_now() { eval "echo $procs_spec"; }
   echo "== $label" >&2
   phase "TCP forward"
   R[$label,fwd]=$(iperf_tcp "$ns" "$host" "$ip")
@@ -83,10 +87,12 @@ measure() {
   udp_measure "$ns" "$host" "$ip"
   R[$label,udp]=$UDP_MB; R[$label,udploss]=$UDP_LOSS; R[$label,udprate]=$UDP_RATE
   R[$label,cpu]=-; R[$label,rss0]=-; R[$label,rssn]=-; R[$label,slow]=-
-  [ -n "$procs" ] || return 0
-  R[$label,rss0]=$(rss_mib $procs)
+  [ -n "$procs_spec" ] || return 0
+  phase "RSS idle"
+  R[$label,rss0]=$(rss_mib $(procs_now))
   phase "CPU"
   local c0 c1 mb
+  procs=$(procs_now)
   c0=$(cpu_ticks $procs)
   mb=$(client "$ns" $((SECS + 30)) iperf3 -c "$host" -p "$ip" -t "$SECS" -J --connect-timeout 5000 2>/dev/null | iperf_mbits || true)
   c1=$(cpu_ticks $procs)
@@ -94,6 +100,7 @@ measure() {
   if [ -n "$fp" ]; then
     phase "slow reader"
     # A reader taking 256 KiB/s from a sender that never stops: memory must stay flat.
+    procs=$(procs_now)
     client "$ns" $((SLOW + 30)) "$tk" slow-read "$host:$fp" "$SLOW" 256 >"$work/slow.out" 2>&1 &
     local sp=$! lo=999999 hi=0 v
     sleep 2
@@ -110,6 +117,7 @@ measure() {
   fi
   if [ -n "$hp" ]; then
     phase "idle connections"
+    procs=$(procs_now)
     exec {fd}> >(client "$ns" 300 "$tk" hold-conns "$host:$hp" "$CONNS" >"$work/hold.out" 2>&1)
     for _ in $(seq 600); do grep -q "ready\|error\|testkit" "$work/hold.out" 2>/dev/null && break; sleep 0.1; done
     if grep -q ready "$work/hold.out"; then R[$label,rssn]=$(rss_mib $procs); else R[$label,rssn]="fail"; cat "$work/hold.out" >&2; fi

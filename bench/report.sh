@@ -7,9 +7,13 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/
 table() {
   echo "| figure | direct loopback | nexd ↔ nexd | nexd ↔ wireguard-go | wireguard-go ↔ wireguard-go | boringtun ↔ boringtun | onetun → wireguard-go |"
   echo "|---|---|---|---|---|---|---|"
-  row() { # name key
+  row() { # name key [noratio]
     printf '| %s |' "$1"
-    for p in "${PATH_KEYS[@]}"; do printf ' %s%s |' "${R[$p,$2]:--}" "$(ratio "${R[$p,$2]:-}" "${R[wggo-wggo,$2]:-}")"; done
+    local p r
+    for p in "${PATH_KEYS[@]}"; do
+      r=; [ -n "${3:-}" ] || r=$(ratio "${R[$p,$2]:-}" "${R[wggo-wggo,$2]:-}")
+      printf ' %s%s |' "${R[$p,$2]:--}" "$r"
+    done
     echo
   }
   row "TCP 1 stream forward, Mbit/s" fwd
@@ -18,10 +22,10 @@ table() {
   row "RTT p50, µs (64 B request/response)" p50
   row "RTT p99, µs" p99
   row "new TCP connections/s (4 clients, 32 B echoed and checked)" cps
-  row "  failed connections (all runs)" cfail
+  row "  failed connections (all runs)" cfail noratio
   row "UDP 1392 B payload, Mbit/s received" udp
-  row "  UDP loss, % (at the offered rate below)" udploss
-  row "  UDP offered rate (highest with < 1% loss in $(((SECS + 1) / 2)) s probes)" udprate
+  row "  UDP loss, % (at the offered rate below)" udploss noratio
+  row "  UDP offered rate (highest with < 1% loss in $(((SECS + 1) / 2)) s probes)" udprate noratio
   row "CPU s per GB (both tunnel processes)" cpu
   row "RSS idle, MiB (both tunnel processes)" rss0
   row "RSS with $CONNS idle TCP connections, MiB" rssn
