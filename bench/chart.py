@@ -27,9 +27,9 @@ PANELS = [
     ("rev", "TCP 1 stream reverse, Mbit/s (log)", True),
     ("p4", "TCP 4 streams, Mbit/s (log)", True),
     ("udp", "UDP 1392 B, Mbit/s (log)", True),
-    ("p50", "RTT p50, µs (lower is better)", False),
+    ("p50", "RTT p50, µs (log, lower is better)", True),
     ("cps", "new TCP connections/s", False),
-    ("cpu", "CPU s per GB (lower is better)", False),
+    ("cpu", "CPU s per GB (log, lower is better)", True),
     ("rssn", "RSS with idle connections, MiB", False),
 ]
 

@@ -2,8 +2,9 @@
 # CPU profiles of nexd <-> nexd (release build, set up as in bench/run.sh) under
 #   (a) one iperf3 TCP stream and (b) the new-connections/s test (testkit conn-rate, 4 clients),
 # sampled with perf (cpu-clock, DWARF call graphs) in both nexd processes at once, rendered as
-# flame graphs by inferno: docs/profiles/{tcp-stream,conn-rate}.svg, and the top frames
-# (self time) as text next to them. Needs root. PSECS (default 8) seconds per profile.
+# flame graphs by inferno: docs/profiles/{tcp-stream,conn-rate}.svg, the top frames (self and
+# inclusive time) as text next to them, and system calls and context switches per connection
+# in each nexd (perf stat, conn-rate.syscalls.txt). Needs root. PSECS (default 8) seconds each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -45,12 +46,43 @@ profile() {
   cat "$work/$name.load" >&2
   perf script -i "$work/$name.data" 2>/dev/null | "$TOOLS/bin/inferno-collapse-perf" >"$work/$name.folded"
   "$TOOLS/bin/inferno-flamegraph" --title "nexd <-> nexd: $name (both processes)" <"$work/$name.folded" >"$out/$name.svg"
-  perf report -i "$work/$name.data" --no-children -g none --sort comm,dso,symbol --percent-limit 0.5 --stdio 2>/dev/null |
-    grep -v "^$" | head -70 >"$out/$name.top.txt"
-  # Inclusive time per frame (children), from the folded stacks: where the time goes below.
-  awk '{ n = $NF; $NF = ""; split($0, f, ";"); delete seen; for (i in f) { if (!(f[i] in seen)) { seen[f[i]] = 1; inc[f[i]] += n } } tot += n }
-       END { for (k in inc) printf "%6.2f%% %s\n", 100 * inc[k] / tot, k }' "$work/$name.folded" | sort -rn | head -60 >"$out/$name.inclusive.txt"
+  perf report -i "$work/$name.data" --no-children -g none --sort dso,symbol --percent-limit 0.5 --stdio 2>/dev/null |
+    grep -v "^$" | sed "s/ *-  *- *$//; s/ *$//" | head -70 >"$out/$name.top.txt" || true
+  # Inclusive time per frame from the folded stacks (frames on every stack left out): where
+  # the time goes below the runtime.
+  python3 - "$work/$name.folded" >"$out/$name.inclusive.txt" <<'PY'
+import sys
+inc, tot = {}, 0
+for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
+    stack, _, n = line.rstrip("\n").rpartition(" ")
+    n = int(n)
+    tot += n
+    for f in set(stack.split(";")):
+        inc[f] = inc.get(f, 0) + n
+rows = sorted(((v, k) for k, v in inc.items() if v < 0.98 * tot), reverse=True)[:80]
+for v, k in rows:
+    print(f"{100 * v / tot:6.2f}% {k[:200]}")
+PY
   echo "wrote $out/$name.svg $out/$name.top.txt $out/$name.inclusive.txt" >&2
 }
 profile tcp-stream iperf3 -c 127.0.0.1 -p 15302 -t "$PSECS" -f m
 profile conn-rate "$tk" conn-rate 127.0.0.1:15303 4 "$PSECS"
+
+# System calls and context switches per connection, in each nexd separately.
+ev=cs,page-faults
+for sc in sendto recvfrom epoll_wait futex mmap munmap accept4 connect close epoll_ctl write; do ev+=,syscalls:sys_enter_$sc; done
+{
+  echo "# per connection, testkit conn-rate 127.0.0.1:15303 4 clients, perf stat -p on one nexd at a time"
+  for who in A B; do
+    p=$nexd_a; [ $who = B ] && p=$nexd_b
+    "$tk" conn-rate 127.0.0.1:15303 4 "$PSECS" >"$work/cr" &
+    l=$!
+    # Counted over the middle of the run; scaled by the share of the run counted.
+    perf stat -x, -e "$ev" -p "$p" -o "$work/stat$who" -- sleep $((PSECS - 2)) 2>/dev/null || true
+    wait "$l"
+    echo "nexd $who ($( [ $who = A ] && echo egress || echo ingress)): $(cat "$work/cr")"
+    awk -F, -v n="$(field ok <"$work/cr")" -v share="$(awk -v a=$((PSECS - 2)) -v b="$PSECS" 'BEGIN{print a/b}')" \
+      '/^[0-9]/ { sub(/^syscalls:sys_enter_/, "", $3); printf "  %-12s %6.2f\n", $3, $1 / (n * share) }' "$work/stat$who"
+  done
+} >"$out/conn-rate.syscalls.txt"
+cat "$out/conn-rate.syscalls.txt" >&2
