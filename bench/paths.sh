@@ -10,10 +10,16 @@ ip link add nxba$tag netns $nsa type veth peer name nxbb$tag netns $nsb
 ip -n $nsa addr add 10.198.0.1/24 dev nxba$tag; ip -n $nsb addr add 10.198.0.2/24 dev nxbb$tag
 for n in $nsa $nsb; do ip -n $n link set lo up; done
 ip -n $nsa link set nxba$tag up; ip -n $nsb link set nxbb$tag up
-start_bg ip netns exec $nsb iperf3 -s -p 5201 >/dev/null 2>&1
-ready_bg "$work/echo1" ip netns exec $nsb "$tk" tcp-echo 0.0.0.0:7
-ready_bg "$work/hold1" ip netns exec $nsb "$tk" hold-server 0.0.0.0:9
-ready_bg "$work/fire1" ip netns exec $nsb "$tk" firehose 0.0.0.0:19
+# Fresh servers in B for each path: a path whose tunnel died mid-test (onetun) leaves iperf3
+# busy with a dead client, and the hold server keeps every connection it was given.
+srv=()
+servers_up() {
+  start_bg ip netns exec $nsb iperf3 -s -p 5201 >/dev/null 2>&1; srv=($!)
+  ready_bg "$work/echo1" ip netns exec $nsb "$tk" tcp-echo 0.0.0.0:7; srv+=($!)
+  ready_bg "$work/hold1" ip netns exec $nsb "$tk" hold-server 0.0.0.0:9; srv+=($!)
+  ready_bg "$work/fire1" ip netns exec $nsb "$tk" firehose 0.0.0.0:19; srv+=($!)
+}
+servers_down() { stop "${srv[@]}"; }
 
 # tun_up KIND NS IFACE PRIVATE ADDR PORT PEER_PUB PEER_ALLOWED PEER_ENDPOINT -> TUN_PID
 # KIND wggo or bt: a userspace WireGuard TUN device configured over its UAPI socket by `wg`.
@@ -36,8 +42,10 @@ tun_up() {
 read -r p1 k1 < <("$tk" genkey); read -r p2 k2 < <("$tk" genkey)
 tun_up wggo $nsa wga$tag "$p1" 100.101.0.1/32 51901 "$k2" 100.101.0.2/32 10.198.0.2:51902; wg_a=$TUN_PID
 tun_up wggo $nsb wgb$tag "$p2" 100.101.0.2/32 51902 "$k1" 100.101.0.1/32 10.198.0.1:51901; wg_b=$TUN_PID
+servers_up
 measure wggo-wggo $nsa 100.101.0.2 5201 7 9 "$wg_a $wg_b" 19
 stop "$wg_a"
+servers_down
 
 # --- nexd (A) <-> wireguard-go (B) ------------------------------------------------------------
 read -r p3 k3 < <("$tk" genkey)
@@ -49,8 +57,10 @@ start_bg ip netns exec $nsa "$bin/nexd" --state-dir "$work/sc" --unix-socket "$w
   --egress tcp:15303:100.101.0.2:7 --egress tcp:15304:100.101.0.2:9 --egress tcp:15305:100.101.0.2:19 2>"$work/c.log"
 nexd_c=$!
 wait_log "$work/c.log" "nexd proxy running"
+servers_up
 measure nexd-wggo $nsa 127.0.0.1 15302 15303 15304 "$nexd_c $wg_b" 15305
 stop "$nexd_c"
+servers_down
 
 # --- onetun (A) -> wireguard-go (B) -------------------------------------------------------------
 # onetun has no listen port; wireguard-go takes its endpoint from the first handshake. One
@@ -87,17 +97,25 @@ onetun_fresh() {
   done
 ) &
 pids+=($!)
-ON_PHASE=onetun_fresh
+# Shorter runs: a 5 s iperf3 upload took onetun past 1 GiB RSS (it queues what it reads from
+# the local socket without backpressure), and a killed run yields no figure at all.
+servers_up
+ON_PHASE=onetun_fresh full_secs=$SECS SECS=$ONETUN_SECS
 measure onetun-wggo $nsa 127.0.0.1 5201 15303 15304 '$onetun $wg_b' 15305
-ON_PHASE=
+ON_PHASE= SECS=$full_secs
 touch "$work/onetun.done"
 ONETUN_NOTE=$(paste -sd ';' "$work/onetun.killed" 2>/dev/null | sed 's/;/; /g' || true)
-grep -v "Private key was passed" "$work/onetun.log" | sort -u -k3 | tail -5 >&2 || true
+# onetun's own complaints, counted by kind.
+grep -v "Private key was passed" "$work/onetun.log" | sed -E 's/^ *[0-9T:.-]+Z +//; s/[0-9]+/N/g' |
+  sort | uniq -c | sort -rn | head -5 >&2 || true
 stop "$onetun" "$wg_b"
+servers_down
 
 # --- boringtun-cli <-> boringtun-cli ------------------------------------------------------------
 read -r p5 k5 < <("$tk" genkey); read -r p6 k6 < <("$tk" genkey)
 tun_up bt $nsa bta$tag "$p5" 100.102.0.1/32 51911 "$k6" 100.102.0.2/32 10.198.0.2:51912; bt_a=$TUN_PID
 tun_up bt $nsb btb$tag "$p6" 100.102.0.2/32 51912 "$k5" 100.102.0.1/32 10.198.0.1:51911; bt_b=$TUN_PID
+servers_up
 measure bt-bt $nsa 100.102.0.2 5201 7 9 "$bt_a $bt_b" 19
 stop "$bt_a" "$bt_b"
+servers_down

@@ -8,6 +8,7 @@
 # p50/p99, new TCP connections per second through one rule (bytes verified), UDP throughput
 # and loss at 1392-byte payloads, CPU seconds per GB moved, RSS idle, with CONNS idle
 # connections and under a slow reader for SLOW seconds. Medians of RUNS runs of SECS seconds.
+#   onetun runs last SECS=ONETUN_SECS (2) and get a fresh onetun per figure (see bench/paths.sh).
 #   bench/run.sh                            full run, prints the table (about 15 minutes)
 #   OUT=docs/benchmarks.md bench/run.sh     also writes the table and docs/benchmarks.png
 #   bench/run.sh --smoke                    nexd <-> nexd only, debug build, ~30 s; exit 1 if a
@@ -34,6 +35,7 @@ fi
 LOAD0=$(cut -d" " -f1-3 /proc/loadavg)
 ONETUN_MAX_MIB=${ONETUN_MAX_MIB:-1024}
 ONETUN_MAX_SECS=${ONETUN_MAX_SECS:-300}
+ONETUN_SECS=${ONETUN_SECS:-2}
 tk=$bin/testkit
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 work=$(mktemp -d)
