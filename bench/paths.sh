@@ -86,7 +86,8 @@ onetun_fresh() {
 (
   for _ in $(seq 20000); do
     [ ! -e "$work/onetun.done" ] || exit 0
-    read -r op t0 <"$work/onetun.pid" 2>/dev/null || { sleep 0.1; continue; }
+    [ -f "$work/onetun.pid" ] || { sleep 0.1; continue; }
+    read -r op t0 <"$work/onetun.pid"
     v=$(awk '/VmRSS/{print int($2/1024)}' /proc/$op/status 2>/dev/null || true)
     if [ -n "$v" ] && [ "$v" -gt "$ONETUN_MAX_MIB" ]; then
       echo "killed at $v MiB RSS during $(cat "$work/phase")" >>"$work/onetun.killed"; kill "$op"
