@@ -20,6 +20,8 @@ servers_up() {
   ready_bg "$work/fire1" ip netns exec $nsb "$tk" firehose 0.0.0.0:19; srv+=($!)
 }
 servers_down() { stop "${srv[@]}"; }
+hold_restart1() { stop "${srv[2]}"; ready_bg "$work/hold1" ip netns exec $nsb "$tk" hold-server 0.0.0.0:9; srv[2]=$!; }
+AFTER_HOLD=hold_restart1
 
 # tun_up KIND NS IFACE PRIVATE ADDR PORT PEER_PUB PEER_ALLOWED PEER_ENDPOINT -> TUN_PID
 # KIND wggo or bt: a userspace WireGuard TUN device configured over its UAPI socket by `wg`.

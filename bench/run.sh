@@ -54,12 +54,14 @@ trap 'exit 143' TERM INT
 # --- direct loopback: servers in the root namespace ------------------------------------------
 start_bg iperf3 -s -p 15301 -B 127.0.0.1 >/dev/null 2>&1
 ready_bg "$work/echo0" "$tk" tcp-echo 127.0.0.1:15307
-ready_bg "$work/hold0" "$tk" hold-server 127.0.0.1:15308
+ready_bg "$work/hold0" "$tk" hold-server 127.0.0.1:15308; hold0=$!
+hold_restart0() { stop "$hold0"; ready_bg "$work/hold0" "$tk" hold-server 127.0.0.1:15308; hold0=$!; }
 ready_bg "$work/fire0" "$tk" firehose 127.0.0.1:15309
 [ $SMOKE = 1 ] || measure direct "" 127.0.0.1 15301 15307 "" ""
 
 # --- nexd <-> nexd on loopback ---------------------------------------------------------------
 nexd_pair_up
+AFTER_HOLD=hold_restart0
 measure nexd-nexd "" 127.0.0.1 15302 15303 15304 "$nexd_a $nexd_b" 15305
 stop "$nexd_a" "$nexd_b"
 
