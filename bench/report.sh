@@ -71,7 +71,7 @@ if [ -n "$OUT" ]; then
     echo "Targets (issue 5):"
     echo
     cat "$work/targets.md"
-    [ -z "${ONETUN_NOTE:-}" ] || { echo; echo "onetun was stopped by the bench: $ONETUN_NOTE; figures after that read \"-\"."; }
+    [ -z "${ONETUN_NOTE:-}" ] || { echo; echo "onetun was stopped by the bench: $ONETUN_NOTE; the figure it was in reads \"-\" (or what finished before the kill); the next figure starts a fresh onetun."; }
     echo "<!-- bench:end -->"
   } >"$work/gen.md"
   if [ -f "$OUT" ] && grep -q '<!-- bench:begin' "$OUT"; then
