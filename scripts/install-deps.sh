@@ -10,6 +10,7 @@ need curl curl
 need psql postgresql-client
 need setpriv util-linux
 need iperf3 iperf3
+need jq jq
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

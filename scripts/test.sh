@@ -24,6 +24,17 @@ if [ "$fuzz_secs" -gt 0 ]; then
 else
     printf 'fuzz %s skipped\n' rule config state wg_datagram ip_packet | tee -a "$log"
 fi
+# Benchmark smoke run (nexd <-> nexd, debug build, a few seconds): one counted test.
+smoke=0
+if [ "$(id -u)" -ne 0 ]; then
+    echo "bench smoke: SKIPPED (needs root)"
+    echo "test result: ok. 0 passed; 0 failed; 1 ignored (bench smoke)" >>"$log"
+elif timeout -k 5 120 bench/run.sh --smoke; then
+    echo "test result: ok. 1 passed; 0 failed; 0 ignored (bench smoke)" >>"$log"
+else
+    echo "test result: FAILED. 0 passed; 1 failed; 0 ignored (bench smoke)" >>"$log"
+    smoke=1
+fi
 # One closing line over every test binary (cargo's last line is often a 0-test doc run).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1); if ($i ~ /^ignored;?$/) s += $(i-1) } }
      /^fuzz [a-z_]+ +ok /     { p++ }
@@ -31,4 +42,5 @@ awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $
      /^fuzz [a-z_]+ skipped/  { s++ }
      END { printf "total: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
 if [ "$status" -ne 0 ]; then exit "$status"; fi
-exit "$fuzz_status"
+if [ "$fuzz_status" -ne 0 ]; then exit "$fuzz_status"; fi
+exit "$smoke"
