@@ -29,7 +29,7 @@ smoke=0
 if [ "$(id -u)" -ne 0 ]; then
     echo "bench smoke: SKIPPED (needs root)"
     echo "test result: ok. 0 passed; 0 failed; 1 ignored (bench smoke)" >>"$log"
-elif timeout -k 5 120 bench/run.sh --smoke; then
+elif timeout -k 5 300 bench/run.sh --smoke; then
     echo "test result: ok. 1 passed; 0 failed; 0 ignored (bench smoke)" >>"$log"
 else
     echo "test result: FAILED. 0 passed; 1 failed; 0 ignored (bench smoke)" >>"$log"
