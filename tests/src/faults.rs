@@ -3,7 +3,7 @@
 //! file descriptors) and SIGKILL of a process we started.
 
 use crate::pair::nexctl_as;
-use crate::traffic::{payload, sha256};
+use crate::traffic::{check_echo, payload};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::Path;
@@ -66,16 +66,7 @@ pub fn paced_echo_roundtrip(
     let wrote = w.join().map_err(|_| "writer panicked".to_string())?;
     read?;
     wrote?;
-    if got.len() != data.len() || sha256(&got) != sha256(&data) {
-        return Err(format!(
-            "echo mismatch: sent {} bytes sha {}, got {} bytes sha {}",
-            data.len(),
-            sha256(&data),
-            got.len(),
-            sha256(&got)
-        ));
-    }
-    Ok(())
+    check_echo(&data, &got)
 }
 
 /// `nexctl --output json <args>` against `socket`, parsed; panics on failure.

@@ -105,13 +105,18 @@ pub fn tcp_echo_roundtrip(addr: SocketAddr, len: usize, seed: u64) -> Result<(),
     conn.read_to_end(&mut got)
         .map_err(|e| format!("read after {} bytes: {e}", got.len()))?;
     w.join().map_err(|_| "writer panicked".to_string())??;
-    if got.len() != data.len() || sha256(&got) != sha256(&data) {
+    check_echo(&data, &got)
+}
+
+/// The echo must be exactly what was sent (length and SHA-256).
+pub fn check_echo(data: &[u8], got: &[u8]) -> Result<(), String> {
+    if got.len() != data.len() || sha256(got) != sha256(data) {
         return Err(format!(
             "echo mismatch: sent {} bytes sha {}, got {} bytes sha {}",
             data.len(),
-            sha256(&data),
+            sha256(data),
             got.len(),
-            sha256(&got)
+            sha256(got)
         ));
     }
     Ok(())
