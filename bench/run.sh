@@ -13,11 +13,14 @@
 #   OUT=docs/benchmarks.md bench/run.sh     also writes the table and docs/benchmarks.png
 #   bench/run.sh --smoke                    nexd <-> nexd only, debug build, ~30 s; exit 1 if a
 #                                           figure is missing or a connection failed
+#   bench/run.sh --nexd                     nexd <-> nexd only, release build, every figure
+#                                           (a few minutes): for trying a change quickly
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
-SMOKE=0
+SMOKE=0 NEXD_ONLY=0
 [ "${1:-}" = --smoke ] && SMOKE=1
+[ "${1:-}" = --nexd ] && NEXD_ONLY=1
 [ "$(id -u)" -eq 0 ] || { echo "bench/run.sh needs root (network namespaces)"; exit 1; }
 source bench/lib.sh
 source bench/tools.sh
@@ -57,7 +60,7 @@ ready_bg "$work/echo0" "$tk" tcp-echo 127.0.0.1:15307
 ready_bg "$work/hold0" "$tk" hold-server 127.0.0.1:15308; hold0=$!
 hold_restart0() { stop "$hold0"; ready_bg "$work/hold0" "$tk" hold-server 127.0.0.1:15308; hold0=$!; }
 ready_bg "$work/fire0" "$tk" firehose 127.0.0.1:15309
-[ $SMOKE = 1 ] || measure direct "" 127.0.0.1 15301 15307 "" ""
+[ $SMOKE = 1 ] || [ $NEXD_ONLY = 1 ] || measure direct "" 127.0.0.1 15301 15307 "" ""
 
 # --- nexd <-> nexd on loopback ---------------------------------------------------------------
 nexd_pair_up
@@ -65,6 +68,11 @@ AFTER_HOLD=hold_restart0
 measure nexd-nexd "" 127.0.0.1 15302 15303 15304 "$nexd_a $nexd_b" 15305
 stop "$nexd_a" "$nexd_b"
 
+if [ $NEXD_ONLY = 1 ]; then
+  for k in fwd rev p4 p50 p99 cps cfail udp udploss cpu rss0 rssn slow; do printf '%s=%s ' "$k" "${R[nexd-nexd,$k]}"; done
+  echo
+  exit 0
+fi
 if [ $SMOKE = 1 ]; then
   bad=0
   for k in fwd rev p4 p50 p99 cps udp cpu rss0 rssn; do

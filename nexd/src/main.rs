@@ -94,7 +94,7 @@ fn main() -> ExitCode {
             ExitCode::from(EX_UNAVAILABLE)
         }
         cli::Command::Proxy(args) => {
-            let rt = match tokio::runtime::Builder::new_multi_thread()
+            let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {

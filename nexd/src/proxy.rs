@@ -274,7 +274,7 @@ pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
         // The engine never ends on its own: if it does, a half-alive daemon that answers the
         // API but moves no packet is worse than exiting for a supervisor to restart.
         r = &mut task => Some(match r {
-            Err(e) if e.is_panic() => panic_message(e.into_panic()),
+            Ok(Err(panic)) => panic,
             _ => "it stopped unexpectedly".to_string(),
         }),
     };
@@ -298,15 +298,6 @@ pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
 
 /// sysexits EX_SOFTWARE: an internal error.
 const EX_SOFTWARE: u8 = 70;
-
-fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
-    match p.downcast::<String>() {
-        Ok(s) => *s,
-        Err(p) => p
-            .downcast_ref::<&str>()
-            .map_or_else(|| "panic".to_string(), |s| s.to_string()),
-    }
-}
 
 async fn wait_for_signal(cancel: &CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};

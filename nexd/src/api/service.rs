@@ -52,7 +52,9 @@ fn status(e: EngineError) -> Status {
         }
         EngineError::PortUnavailable { .. } => Status::failed_precondition(e.to_string()),
         EngineError::Stopped => Status::unavailable(e.to_string()),
-        EngineError::WireGuardSocket { .. } => Status::internal(e.to_string()),
+        EngineError::WireGuardSocket { .. } | EngineError::Thread(_) => {
+            Status::internal(e.to_string())
+        }
     }
 }
 

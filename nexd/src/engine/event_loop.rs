@@ -19,7 +19,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -143,14 +143,23 @@ macro_rules! io {
     };
 }
 
-/// Binds the WireGuard socket, spawns the engine task and returns its handle and the task.
+/// How the engine thread ended: `Err` names a panic.
+pub type EngineExit = Result<(), String>;
+
+/// Binds the WireGuard socket and starts the engine on its own thread; returns its handle, a
+/// receiver that resolves when the engine ends, and the bound address.
+///
+/// The engine and every host-side task of the data path share that one thread, with a
+/// single-threaded runtime: handing a chunk between a host task and the engine is then a
+/// queue push, not a cross-thread wake-up, and control-plane work (such as fsyncing the state
+/// file) never stalls packets.
 pub async fn start(
     cfg: EngineConfig,
     cancel: CancellationToken,
-) -> Result<(EngineHandle, tokio::task::JoinHandle<()>, SocketAddr), EngineError> {
+) -> Result<(EngineHandle, oneshot::Receiver<EngineExit>, SocketAddr), EngineError> {
     let port = cfg.network.listen_port.unwrap_or(0);
     let udp =
-        host::bind_udp(port).map_err(|source| EngineError::WireGuardSocket { port, source })?;
+        host::bind_udp_std(port).map_err(|source| EngineError::WireGuardSocket { port, source })?;
     let listen_addr = udp
         .local_addr()
         .map_err(|source| EngineError::WireGuardSocket { port, source })?;
@@ -158,44 +167,87 @@ pub async fn start(
     for (peer, endpoint) in cfg.network.peers.iter().zip(cfg.endpoints.iter()) {
         wg.add_peer(peer, *endpoint)?;
     }
-    let mut stack = NetStack::new(&cfg.network.addresses, cfg.tunables.mtu);
-    stack.tcp_buffer = cfg.tunables.max_pending_bytes;
-    let (events_tx, events_rx) = mpsc::channel(4096);
     let (cmd_tx, commands) = mpsc::channel(64);
-    let engine = Engine {
-        wg,
-        stack,
-        udp: Arc::new(udp),
-        backlog: VecDeque::new(),
-        listen_addr,
-        events_tx,
-        events_rx,
-        commands,
-        rules: RuleTable::default(),
-        tcp_flows: HashMap::new(),
-        refusing: Vec::new(),
-        closed_since_trim: 0,
-        syn_guard: SynGuard::default(),
-        egress_udp: HashMap::new(),
-        egress_udp_index: HashMap::new(),
-        ingress_udp: HashMap::new(),
-        ingress_udp_index: HashMap::new(),
-        next_flow: 1,
-        tunables: cfg.tunables,
-        addresses: cfg.network.addresses.clone(),
-        local_ips: cfg.network.addresses.iter().map(|a| a.addr()).collect(),
-        counters: Counters::default(),
-        cancel: cancel.clone(),
-    };
-    let task = tokio::spawn(engine.run());
+    let (exit_tx, exit_rx) = oneshot::channel();
+    let engine_cancel = cancel.clone();
+    let spawned = std::thread::Builder::new()
+        .name("nexd-engine".to_string())
+        .spawn(move || {
+            let exit = run_on_own_runtime(cfg, wg, udp, listen_addr, commands, engine_cancel);
+            let _ = exit_tx.send(exit);
+        });
+    if let Err(e) = spawned {
+        return Err(EngineError::Thread(e.to_string()));
+    }
     Ok((
         EngineHandle {
             commands: cmd_tx,
             cancel,
         },
-        task,
+        exit_rx,
         listen_addr,
     ))
+}
+
+fn run_on_own_runtime(
+    cfg: EngineConfig,
+    wg: WgDevice,
+    udp: std::net::UdpSocket,
+    listen_addr: SocketAddr,
+    commands: mpsc::Receiver<Command>,
+    cancel: CancellationToken,
+) -> EngineExit {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the engine runtime: {e}"))?;
+    rt.block_on(async move {
+        let udp = UdpSocket::from_std(udp)
+            .map_err(|e| format!("cannot register the WireGuard socket: {e}"))?;
+        let mut stack = NetStack::new(&cfg.network.addresses, cfg.tunables.mtu);
+        stack.tcp_buffer = cfg.tunables.max_pending_bytes;
+        let (events_tx, events_rx) = mpsc::channel(4096);
+        let engine = Engine {
+            wg,
+            stack,
+            udp: Arc::new(udp),
+            backlog: VecDeque::new(),
+            listen_addr,
+            events_tx,
+            events_rx,
+            commands,
+            rules: RuleTable::default(),
+            tcp_flows: HashMap::new(),
+            refusing: Vec::new(),
+            closed_since_trim: 0,
+            syn_guard: SynGuard::default(),
+            egress_udp: HashMap::new(),
+            egress_udp_index: HashMap::new(),
+            ingress_udp: HashMap::new(),
+            ingress_udp_index: HashMap::new(),
+            next_flow: 1,
+            tunables: cfg.tunables,
+            addresses: cfg.network.addresses.clone(),
+            local_ips: cfg.network.addresses.iter().map(|a| a.addr()).collect(),
+            counters: Counters::default(),
+            cancel,
+        };
+        // A task of its own, so a panic comes back as a JoinError naming it.
+        match tokio::spawn(engine.run()).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_panic() => Err(panic_message(e.into_panic())),
+            Err(_) => Err("the engine task was cancelled".to_string()),
+        }
+    })
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    match p.downcast::<String>() {
+        Ok(s) => *s,
+        Err(p) => p
+            .downcast_ref::<&str>()
+            .map_or_else(|| "panic".to_string(), |s| s.to_string()),
+    }
 }
 
 impl Engine {

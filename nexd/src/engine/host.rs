@@ -93,9 +93,14 @@ pub fn bind_tcp(port: u16) -> std::io::Result<TcpListener> {
 
 /// Binds a UDP socket on all interfaces, IPv4 and IPv6, with large buffers.
 pub fn bind_udp(port: u16) -> std::io::Result<UdpSocket> {
+    UdpSocket::from_std(bind_udp_std(port)?)
+}
+
+/// [`bind_udp`] without a runtime: the socket is registered later, on the engine's thread.
+pub fn bind_udp_std(port: u16) -> std::io::Result<std::net::UdpSocket> {
     let sock = dual_stack_socket(port, Type::DGRAM, SockProto::UDP)?;
     raise_buffers(&sock);
-    UdpSocket::from_std(sock.into())
+    Ok(sock.into())
 }
 
 /// Raises socket buffers; the defaults drop packets under load. Best effort.

@@ -26,7 +26,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-pub use event_loop::start;
+pub use event_loop::{start, EngineExit};
 
 /// Tunables with their defaults.
 #[derive(Debug, Clone)]
@@ -114,6 +114,9 @@ pub enum EngineError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The engine thread could not be started.
+    #[error("cannot start the engine thread: {0}")]
+    Thread(String),
     /// The engine has stopped.
     #[error("the engine has stopped")]
     Stopped,
