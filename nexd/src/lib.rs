@@ -3,5 +3,6 @@
 pub mod api;
 pub mod cli;
 pub mod engine;
+pub mod page_alloc;
 pub mod proxy;
 pub mod state;

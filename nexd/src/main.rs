@@ -5,6 +5,9 @@ use nexd::{cli, proxy};
 
 use std::process::ExitCode;
 
+#[global_allocator]
+static ALLOC: nexd::page_alloc::PageAlloc = nexd::page_alloc::PageAlloc;
+
 /// sysexits: command line usage error.
 const EX_USAGE: u8 = 64;
 /// sysexits: service unavailable.
@@ -42,20 +45,6 @@ fn init_logging(level: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
-/// Pins glibc's mmap threshold. Every smoltcp TCP socket owns two large zeroed buffers; with
-/// glibc's default *dynamic* threshold they soon come from the heap, where `calloc` must
-/// write every page and freed memory is rarely returned, so resident memory grew to GBs
-/// after many short connections. Above a fixed threshold they are fresh mappings: pages are
-/// resident only once used, and returned to the OS when the socket closes.
-#[allow(unsafe_code)]
-fn pin_mmap_threshold() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator tuning; called once before any other thread.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
-    }
-}
-
 /// Every flow holds a host socket, so the usual soft limit of 1024 descriptors would cap nexd
 /// far below its flow limits. Raise the soft limit to the hard one, as Go programs do.
 #[allow(unsafe_code)]
@@ -74,7 +63,6 @@ fn raise_fd_limit() {
 }
 
 fn main() -> ExitCode {
-    pin_mmap_threshold();
     raise_fd_limit();
     let cli: cli::Cli = match nexd_common::usage::parse_or_exit("nexd") {
         Ok(c) => c,
