@@ -66,6 +66,12 @@ impl QueueDevice {
     pub fn reset_rx_budget(&mut self) {
         self.rx_budget = RX_BATCH;
     }
+
+    /// Lets the next poll consume every queued packet (a flow's own set has no backlog to
+    /// top up between batches).
+    pub fn unlimited_rx_budget(&mut self) {
+        self.rx_budget = usize::MAX;
+    }
 }
 
 /// Receive token: hands one queued packet to smoltcp.

@@ -14,7 +14,9 @@ use nexd_common::{Direction, Protocol, ProxyRule, RuleSpec};
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::{tcp, udp as sudp};
 use smoltcp::wire::{IpEndpoint, IpListenEndpoint};
-use std::collections::{HashMap, VecDeque};
+use super::tcp_demux::{self, Tuple};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -65,6 +67,13 @@ struct Engine {
     commands: mpsc::Receiver<Command>,
     rules: RuleTable,
     tcp_flows: HashMap<FlowId, TcpFlow>,
+    /// Which flow each TCP connection's packets go to.
+    tcp_index: HashMap<Tuple, FlowId>,
+    /// Flows to service in this pump: packets came, the host side moved, or a timer fired.
+    dirty: Vec<FlowId>,
+    /// Flow timers (smoltcp clock, µs), earliest first; entries a flow no longer expects are
+    /// skipped.
+    timers: BinaryHeap<Reverse<(i64, FlowId)>>,
     /// Aborted sockets that never became flows; removed after the poll that sends their RST.
     refusing: Vec<SocketHandle>,
     /// Ingress connections with a socket, so retransmitted SYNs stay away from the backlog.
@@ -218,6 +227,9 @@ fn run_on_own_runtime(
             commands,
             rules: RuleTable::default(),
             tcp_flows: HashMap::new(),
+            tcp_index: HashMap::new(),
+            dirty: Vec::new(),
+            timers: BinaryHeap::new(),
             refusing: Vec::new(),
             closed_since_trim: 0,
             syn_guard: SynGuard::default(),
@@ -257,10 +269,11 @@ impl Engine {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_sweep = Instant::now();
         loop {
-            let delay = if self.stack.device.rx.is_empty() {
+            let delay = if self.stack.device.rx.is_empty() && self.dirty.is_empty() {
                 self.stack
                     .poll_delay()
                     .unwrap_or(Duration::from_secs(1))
+                    .min(self.next_timer())
                     .min(Duration::from_secs(1))
             } else {
                 Duration::ZERO
@@ -293,8 +306,7 @@ impl Engine {
                         }
                         if tracing::enabled!(tracing::Level::TRACE) {
                             for (id, f) in &self.tcp_flows {
-                                let s = self.stack.sockets.get::<tcp::Socket>(f.handle);
-                                tracing::trace!(flow = id, "{}", f.describe(s));
+                                tracing::trace!(flow = id, "{}", f.describe());
                             }
                         }
                     }
@@ -344,19 +356,72 @@ impl Engine {
     /// Polls smoltcp and services flows until nothing moves (bounded).
     fn pump(&mut self) {
         for _ in 0..PUMP_ROUNDS {
+            self.route_packets();
             let changed = self.stack.poll();
             for h in self.refusing.drain(..) {
                 self.stack.sockets.remove(h);
             }
             self.refill_listeners();
+            self.expire_timers();
             let progress = self.service_tcp() | self.service_udp();
             self.flush_tx();
-            if !changed && !progress && self.stack.device.rx.is_empty() && self.refusing.is_empty()
+            if !changed
+                && !progress
+                && self.stack.device.rx.is_empty()
+                && self.refusing.is_empty()
+                && self.dirty.is_empty()
             {
                 break;
             }
         }
         self.flush_tx();
+    }
+
+    /// Hands each received packet of a known TCP connection to its flow; the rest (new
+    /// connections, UDP) stay for the shared socket set.
+    fn route_packets(&mut self) {
+        if self.tcp_index.is_empty() {
+            return;
+        }
+        let mut queue = std::mem::take(&mut self.stack.device.rx);
+        let mut shared = VecDeque::with_capacity(queue.len());
+        for pkt in queue.drain(..) {
+            let id = tcp_demux::parse(&pkt).and_then(|h| self.tcp_index.get(&h.tuple).copied());
+            match id.and_then(|id| self.tcp_flows.get_mut(&id).map(|f| (id, f))) {
+                Some((id, flow)) => {
+                    flow.rx.push_back(pkt);
+                    mark_dirty(&mut self.dirty, id, flow);
+                }
+                None => shared.push_back(pkt),
+            }
+        }
+        self.stack.device.rx = shared;
+    }
+
+    /// Queues for servicing the flows whose smoltcp timer is due.
+    fn expire_timers(&mut self) {
+        let now = self.stack.now().total_micros();
+        while let Some(&Reverse((at, id))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            if let Some(flow) = self.tcp_flows.get_mut(&id) {
+                if flow.deadline == Some(at) {
+                    flow.deadline = None;
+                    mark_dirty(&mut self.dirty, id, flow);
+                }
+            }
+        }
+    }
+
+    /// Time until the earliest flow timer.
+    fn next_timer(&mut self) -> Duration {
+        let now = self.stack.now().total_micros();
+        match self.timers.peek() {
+            Some(&Reverse((at, _))) => Duration::from_micros(at.saturating_sub(now).max(0) as u64),
+            None => Duration::MAX,
+        }
     }
 
     /// Encrypts and sends every packet smoltcp produced.
@@ -437,7 +502,9 @@ impl Engine {
             accepted_all.extend(accepted.into_iter().map(|h| (h, port)));
         }
         for (h, port) in accepted_all {
-            let remote = self.stack.sockets.get::<tcp::Socket>(h).remote_endpoint();
+            let socket = self.stack.sockets.get::<tcp::Socket>(h);
+            let remote = socket.remote_endpoint();
+            let local = socket.local_endpoint();
             let admitted = remote.and_then(|r| {
                 let src = IpAddr::from(r.addr);
                 let peer = self.wg.owner(src).copied();
@@ -453,17 +520,26 @@ impl Engine {
                 self.refusing.push(h);
                 continue;
             };
+            let (Some(r), Some(l)) = (remote, local) else {
+                // Unreachable: a socket past LISTEN has both ends.
+                self.rules.flow_closed(&origin);
+                self.stack.sockets.get_mut::<tcp::Socket>(h).abort();
+                self.refusing.push(h);
+                continue;
+            };
+            let smoltcp::socket::Socket::Tcp(socket) = self.stack.sockets.remove(h) else {
+                continue;
+            };
             let dest = origin.destination;
             let id = self.flow_id();
             debug!(flow = id, port, ?remote, %dest, "ingress tcp flow");
-            let mut flow = TcpFlow::new(h, None, dest);
+            let tuple = (IpAddr::from(r.addr), r.port, IpAddr::from(l.addr), l.port);
+            let mut flow = TcpFlow::new(socket, tuple, None, dest);
             flow.origin = Some(origin);
-            if let Some(r) = remote {
-                let t = (IpAddr::from(r.addr), r.port, port);
-                self.syn_guard.insert(t);
-                flow.ingress_tuple = Some(t);
-            }
-            self.tcp_flows.insert(id, flow);
+            let t = (IpAddr::from(r.addr), r.port, port);
+            self.syn_guard.insert(t);
+            flow.ingress_tuple = Some(t);
+            self.insert_tcp_flow(id, flow);
             host::spawn_ingress_dial(
                 dest,
                 id,
@@ -473,21 +549,51 @@ impl Engine {
         }
     }
 
+    /// Adds a flow to the table and the demux index, queued for its first poll.
+    fn insert_tcp_flow(&mut self, id: FlowId, mut flow: TcpFlow) {
+        self.tcp_index.insert(flow.tuple, id);
+        mark_dirty(&mut self.dirty, id, &mut flow);
+        self.tcp_flows.insert(id, flow);
+    }
+
+    /// Polls and services the flows queued in this pump (only those: the cost of a pump
+    /// does not grow with idle connections).
     fn service_tcp(&mut self) -> bool {
         let mut progress = false;
         let mut done = Vec::new();
-        for (&id, flow) in self.tcp_flows.iter_mut() {
-            let socket = self.stack.sockets.get_mut::<tcp::Socket>(flow.handle);
-            let (moved, state) = flow.service(socket);
-            progress |= moved;
+        let now = self.stack.now().total_micros();
+        for id in std::mem::take(&mut self.dirty) {
+            let Some(flow) = self.tcp_flows.get_mut(&id) else {
+                continue;
+            };
+            flow.dirty = false;
+            let mut changed = self.stack.poll_flow(&mut flow.set, &mut flow.rx);
+            let (moved, state) = flow.service();
+            if moved {
+                // Send what the service queued, and look again next round.
+                changed |= self.stack.poll_flow(&mut flow.set, &mut flow.rx);
+                mark_dirty(&mut self.dirty, id, flow);
+            }
+            progress |= moved | changed;
             if state == FlowState::Done {
                 done.push(id);
+                continue;
+            }
+            match self.stack.poll_at(&flow.set) {
+                Some(at) if at <= now => mark_dirty(&mut self.dirty, id, flow),
+                // A later deadline waits behind the queued earlier one, which polls the flow
+                // and queues it then: one entry per flow instead of one per ACK.
+                Some(at) if flow.deadline.is_none_or(|d| at < d) => {
+                    flow.deadline = Some(at);
+                    self.timers.push(Reverse((at, id)));
+                }
+                _ => {}
             }
         }
         for id in done {
             if let Some(flow) = self.tcp_flows.remove(&id) {
                 self.closed_since_trim += 1;
-                self.stack.sockets.remove(flow.handle);
+                self.tcp_index.remove(&flow.tuple);
                 if let Some(t) = &flow.ingress_tuple {
                     self.syn_guard.remove(t);
                 }
@@ -535,25 +641,24 @@ impl Engine {
             release(self);
             return reset(stream);
         };
-        let h = self.stack.new_tcp_socket();
-        let socket = self.stack.sockets.get_mut::<tcp::Socket>(h);
+        let mut socket = self.stack.tcp_socket();
         socket.set_timeout(Some(smoltcp::time::Duration::from_micros(
             self.tunables.connect_timeout.as_micros() as u64,
         )));
         if let Err(e) = socket.connect(self.stack.iface.context(), dest, (src, sport)) {
             warn!(%dest, "connect: {e}");
-            self.stack.sockets.remove(h);
             self.stack.ports.release(src, sport);
             release(self);
             return reset(stream);
         }
         let id = self.flow_id();
         debug!(flow = id, %client, %dest, "egress tcp flow");
-        let mut flow = TcpFlow::new(h, Some((src, sport)), dest);
+        let tuple = (dest.ip(), dest.port(), src, sport);
+        let mut flow = TcpFlow::new(socket, tuple, Some((src, sport)), dest);
         flow.origin = Some(origin);
         let (rx, credits, shared) = flow.attach_host();
         host::spawn_tcp_io(stream, id, self.events_tx.clone(), rx, credits, shared);
-        self.tcp_flows.insert(id, flow);
+        self.insert_tcp_flow(id, flow);
     }
 
     // ---- UDP ----
@@ -826,31 +931,40 @@ impl Engine {
             Event::HostData { flow, data } => {
                 if let Some(f) = self.tcp_flows.get_mut(&flow) {
                     f.host_data(data);
+                    mark_dirty(&mut self.dirty, flow, f);
                 }
             }
             Event::HostEof { flow } => {
                 if let Some(f) = self.tcp_flows.get_mut(&flow) {
                     f.host_eof();
+                    mark_dirty(&mut self.dirty, flow, f);
                 }
             }
             Event::HostReset { flow } => {
                 if let Some(f) = self.tcp_flows.get_mut(&flow) {
-                    f.abort(self.stack.sockets.get_mut::<tcp::Socket>(f.handle));
+                    f.abort();
+                    mark_dirty(&mut self.dirty, flow, f);
                 }
             }
             // Servicing the flow in the next pump moves the data.
-            Event::HostRoom { flow } => tracing::trace!(flow, "host writer has room"),
+            Event::HostRoom { flow } => {
+                if let Some(f) = self.tcp_flows.get_mut(&flow) {
+                    mark_dirty(&mut self.dirty, flow, f);
+                }
+            }
             Event::IngressConnected { flow, stream } => {
                 if let Some(f) = self.tcp_flows.get_mut(&flow) {
                     let (rx, credits, shared) = f.attach_host();
                     host::spawn_tcp_io(stream, flow, self.events_tx.clone(), rx, credits, shared);
+                    mark_dirty(&mut self.dirty, flow, f);
                 }
             }
             Event::IngressFailed { flow, error } => {
                 if let Some(f) = self.tcp_flows.get_mut(&flow) {
                     self.counters.ingress_dial_failed += 1;
                     warn!(flow, dest = %f.dest, "ingress destination unreachable: {error}");
-                    f.abort(self.stack.sockets.get_mut::<tcp::Socket>(f.handle));
+                    f.abort();
+                    mark_dirty(&mut self.dirty, flow, f);
                 }
             }
             Event::UdpReply { flow, data } => self.ingress_udp_reply(flow, data),
@@ -1072,5 +1186,13 @@ impl Engine {
             f.reader.abort();
         }
         debug!("engine stopped");
+    }
+}
+
+/// Queues a flow for servicing in the current pump, once.
+fn mark_dirty(dirty: &mut Vec<FlowId>, id: FlowId, flow: &mut TcpFlow) {
+    if !flow.dirty {
+        flow.dirty = true;
+        dirty.push(id);
     }
 }

@@ -14,6 +14,7 @@ mod rules;
 pub mod stack;
 mod syn_guard;
 mod tcp;
+mod tcp_demux;
 mod udp;
 pub mod wg;
 

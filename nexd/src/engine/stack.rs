@@ -149,8 +149,36 @@ impl NetStack {
             .find(|a| a.is_ipv4() == dst.is_ipv4())
     }
 
-    /// A new TCP socket with large buffers, tuned for a proxy.
+    /// A new TCP socket in the shared set (listeners).
     pub fn new_tcp_socket(&mut self) -> SocketHandle {
+        let s = self.tcp_socket();
+        self.sockets.add(s)
+    }
+
+    /// Polls a flow's own socket set: its queued packets in, its output to the device.
+    /// Returns whether the socket may have changed.
+    pub fn poll_flow(
+        &mut self,
+        set: &mut SocketSet<'static>,
+        rx: &mut std::collections::VecDeque<Vec<u8>>,
+    ) -> bool {
+        let now = self.now();
+        // The flow's packets take the place of the shared queue for this poll.
+        std::mem::swap(&mut self.device.rx, rx);
+        self.device.unlimited_rx_budget();
+        let r = self.iface.poll(now, &mut self.device, set);
+        std::mem::swap(&mut self.device.rx, rx);
+        matches!(r, smoltcp::iface::PollResult::SocketStateChanged)
+    }
+
+    /// When smoltcp next needs `set` polled (microseconds on [`NetStack::now`]'s clock).
+    pub fn poll_at(&mut self, set: &SocketSet<'static>) -> Option<i64> {
+        let now = self.now();
+        self.iface.poll_at(now, set).map(|t| t.total_micros())
+    }
+
+    /// A new TCP socket with large buffers, tuned for a proxy, in no set yet.
+    pub fn tcp_socket(&self) -> tcp::Socket<'static> {
         let rx = tcp::SocketBuffer::new(vec![0; self.tcp_buffer]);
         let tx = tcp::SocketBuffer::new(vec![0; self.tcp_buffer]);
         let mut s = tcp::Socket::new(rx, tx);
@@ -159,7 +187,7 @@ impl NetStack {
         s.set_nagle_enabled(false);
         // Delayed ACKs (10 ms by default) slow every request/response and every close.
         s.set_ack_delay(None);
-        self.sockets.add(s)
+        s
     }
 
     /// A new UDP socket.

@@ -8,7 +8,7 @@
 //! retransmits its SYN-ACK by itself.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 /// An ingress connection: remote address, remote port, local port.
 pub type Tuple = (IpAddr, u16, u16);
@@ -38,37 +38,14 @@ impl SynGuard {
 
 /// The 4-tuple of a bare SYN segment (source address and port, destination port).
 pub fn syn_tuple(packet: &[u8]) -> Option<Tuple> {
-    let (src, tcp): (IpAddr, &[u8]) = match packet.first()? >> 4 {
-        4 => {
-            let ihl = usize::from(packet[0] & 0x0f) * 4;
-            let fragmented = u16::from_be_bytes([*packet.get(6)?, *packet.get(7)?]) & 0x3fff != 0;
-            if *packet.get(9)? != 6 || ihl < 20 || fragmented {
-                return None;
-            }
-            let s: [u8; 4] = packet.get(12..16)?.try_into().ok()?;
-            (IpAddr::V4(Ipv4Addr::from(s)), packet.get(ihl..)?)
-        }
-        6 => {
-            if *packet.get(6)? != 6 {
-                return None;
-            }
-            let s: [u8; 16] = packet.get(8..24)?.try_into().ok()?;
-            (IpAddr::V6(Ipv6Addr::from(s)), packet.get(40..)?)
-        }
-        _ => return None,
-    };
-    let flags = *tcp.get(13)?;
-    if flags & 0x02 == 0 || flags & 0x10 != 0 {
-        return None;
-    }
-    let sport = u16::from_be_bytes([tcp[0], tcp[1]]);
-    let dport = u16::from_be_bytes([tcp[2], tcp[3]]);
-    Some((src, sport, dport))
+    let h = super::tcp_demux::parse(packet).filter(|h| h.is_bare_syn())?;
+    Some((h.tuple.0, h.tuple.1, h.tuple.3))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     fn v4_tcp(flags: u8) -> Vec<u8> {
         let mut p = vec![0u8; 40];

@@ -3,7 +3,7 @@
 
 use super::host::{FlowShared, CHUNK};
 use bytes::{Buf, Bytes};
-use smoltcp::iface::SocketHandle;
+use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{Socket, State};
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -17,8 +17,18 @@ const UNACKED_TIMEOUT: smoltcp::time::Duration = smoltcp::time::Duration::from_s
 
 /// A TCP flow as the engine sees it.
 pub struct TcpFlow {
-    /// The smoltcp socket.
-    pub handle: SocketHandle,
+    /// The flow's own socket set, holding just its socket (see `tcp_demux`).
+    pub set: SocketSet<'static>,
+    /// The socket in `set`.
+    handle: SocketHandle,
+    /// Packets routed to this flow, waiting for its next poll.
+    pub rx: VecDeque<Vec<u8>>,
+    /// The timer queued for this flow (smoltcp clock, µs); older queue entries are stale.
+    pub deadline: Option<i64>,
+    /// Queued for servicing in the current pump.
+    pub dirty: bool,
+    /// The connection's tuple as packets arrive (remote, local): its key in the demux index.
+    pub tuple: super::tcp_demux::Tuple,
     /// Ephemeral tunnel source (egress only), released when the socket is closed.
     pub local: Option<(IpAddr, u16)>,
     /// Where the flow goes (for logs).
@@ -51,10 +61,22 @@ pub enum FlowState {
 }
 
 impl TcpFlow {
-    /// A flow whose host side will be attached later.
-    pub fn new(handle: SocketHandle, local: Option<(IpAddr, u16)>, dest: SocketAddr) -> Self {
+    /// A flow whose host side will be attached later, owning `socket`.
+    pub fn new(
+        socket: Socket<'static>,
+        tuple: super::tcp_demux::Tuple,
+        local: Option<(IpAddr, u16)>,
+        dest: SocketAddr,
+    ) -> Self {
+        let mut set = SocketSet::new(Vec::with_capacity(1));
+        let handle = set.add(socket);
         TcpFlow {
+            set,
             handle,
+            rx: VecDeque::new(),
+            deadline: None,
+            dirty: false,
+            tuple,
             local,
             dest,
             origin: None,
@@ -89,16 +111,22 @@ impl TcpFlow {
         self.host_eof = true;
     }
 
+    /// The flow's socket.
+    pub fn socket(&self) -> &Socket<'static> {
+        self.set.get::<Socket>(self.handle)
+    }
+
     /// Aborts: RST to the tunnel side, reset to the host side.
-    pub fn abort(&mut self, socket: &mut Socket) {
-        socket.abort();
+    pub fn abort(&mut self) {
+        self.set.get_mut::<Socket>(self.handle).abort();
         self.to_host = None;
         self.pending.clear();
         self.credits.close();
     }
 
     /// One line describing the flow's state, for diagnosing stalls.
-    pub fn describe(&self, socket: &Socket) -> String {
+    pub fn describe(&self) -> String {
+        let socket = self.socket();
         format!(
             "state={} send_queue={} recv_queue={} pending={} to_host={:?} host_eof={} fin_sent={} remote_fin={}",
             socket.state(),
@@ -114,7 +142,8 @@ impl TcpFlow {
 
     /// Moves data both ways as far as buffers allow and follows the socket's state.
     /// Returns whether any byte moved, and the flow's state.
-    pub fn service(&mut self, socket: &mut Socket) -> (bool, FlowState) {
+    pub fn service(&mut self) -> (bool, FlowState) {
+        let socket = self.set.get_mut::<Socket>(self.handle);
         if socket.state() == State::Listen {
             // Flows are made from sockets that left LISTEN, so this one was reset in
             // SYN-RECEIVED, and smoltcp (per RFC 9293) returned it to LISTEN. The connection
