@@ -6,6 +6,7 @@ use super::rules::{FlowOrigin, Listener, Origin, Refusal, RuleTable, ServiceKey}
 use super::stack::NetStack;
 use super::syn_guard::SynGuard;
 use super::tcp::{FlowState, TcpFlow};
+use super::tcp_demux::{self, Tuple};
 use super::udp::{self, EgressUdpFlow, IngressUdpFlow};
 use super::wg::{WgDevice, WgIo};
 use super::{Command, EngineConfig, EngineError, EngineHandle, EngineStatus, PeerStatus, Tunables};
@@ -14,7 +15,6 @@ use nexd_common::{Direction, Protocol, ProxyRule, RuleSpec};
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::{tcp, udp as sudp};
 use smoltcp::wire::{IpEndpoint, IpListenEndpoint};
-use super::tcp_demux::{self, Tuple};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
