@@ -28,9 +28,10 @@ PANELS = [
     ("p4", "TCP 4 streams, Mbit/s (log)", True),
     ("udp", "UDP 1392 B, Mbit/s (log)", True),
     ("p50", "RTT p50, µs (log, lower is better)", True),
-    ("cps", "new TCP connections/s", False),
+    ("cps16", "new TCP connections/s (16 clients)", False),
     ("cpu", "CPU s per GB (log, lower is better)", True),
     ("rssn", "RSS with idle connections, MiB", False),
+    ("busy", "TCP 1 stream with idle connections open, Mbit/s (log)", True),
 ]
 
 
@@ -50,7 +51,7 @@ def main():
             if len(parts) == 3:
                 res[(parts[0], parts[1])] = parts[2]
     paths = [p for p in PATHS if any(k == p[0] for k, _ in res)]
-    fig, axes = plt.subplots(2, 4, figsize=(20, 9))
+    fig, axes = plt.subplots(3, 3, figsize=(16, 12))
     for ax, (key, name, log) in zip(axes.flat, PANELS):
         vals = [num(res.get((p[0], key))) for p in paths]
         xs = range(len(paths))

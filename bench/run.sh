@@ -69,17 +69,17 @@ measure nexd-nexd "" 127.0.0.1 15302 15303 15304 "$nexd_a $nexd_b" 15305
 stop "$nexd_a" "$nexd_b"
 
 if [ $NEXD_ONLY = 1 ]; then
-  for k in fwd rev p4 p50 p99 cps cfail udp udploss cpu rss0 rssn slow; do printf '%s=%s ' "$k" "${R[nexd-nexd,$k]}"; done
+  for k in fwd rev p4 p50 p99 cps cps16 cfail udp udploss cpu rss0 rssn busy slow; do printf '%s=%s ' "$k" "${R[nexd-nexd,$k]}"; done
   echo
   exit 0
 fi
 if [ $SMOKE = 1 ]; then
   bad=0
-  for k in fwd rev p4 p50 p99 cps udp cpu rss0 rssn; do
+  for k in fwd rev p4 p50 p99 cps cps16 udp cpu rss0 rssn busy; do
     [[ "${R[nexd-nexd,$k]}" =~ ^[0-9.]+$ ]] || { echo "smoke: nexd-nexd $k = ${R[nexd-nexd,$k]}" >&2; bad=1; }
   done
   [ "${R[nexd-nexd,cfail]}" = 0 ] || { echo "smoke: ${R[nexd-nexd,cfail]} failed connections" >&2; bad=1; }
-  for k in fwd rev p4 p50 cps udp udploss cfail cpu rss0 rssn slow; do printf '%s=%s ' "$k" "${R[nexd-nexd,$k]}"; done
+  for k in fwd rev p4 p50 cps cps16 udp udploss cfail cpu rss0 rssn busy slow; do printf '%s=%s ' "$k" "${R[nexd-nexd,$k]}"; done
   echo
   [ $bad = 0 ] && echo "bench smoke: ok" || echo "bench smoke: FAILED"
   exit $bad
