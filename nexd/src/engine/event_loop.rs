@@ -8,6 +8,7 @@ use super::syn_guard::SynGuard;
 use super::tcp::{FlowState, TcpFlow};
 use super::tcp_demux::{self, Tuple};
 use super::udp::{self, EgressUdpFlow, IngressUdpFlow};
+use super::udp_batch::{self, FlushError, SendBatch};
 use super::wg::{WgDevice, WgIo};
 use super::{Command, EngineConfig, EngineError, EngineHandle, EngineStatus, PeerStatus, Tunables};
 use bytes::Bytes;
@@ -60,7 +61,8 @@ struct Engine {
     wg: WgDevice,
     stack: NetStack,
     udp: Arc<UdpSocket>,
-    backlog: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// Encrypted datagrams waiting to be sent (batched; see `udp_batch`).
+    out: SendBatch,
     listen_addr: SocketAddr,
     events_tx: mpsc::Sender<Event>,
     events_rx: mpsc::Receiver<Event>,
@@ -98,8 +100,7 @@ const SEND_BACKLOG: usize = 8192;
 
 /// The engine's I/O for the WireGuard layer: datagrams to the UDP socket, packets to smoltcp.
 struct Io<'a> {
-    udp: &'a UdpSocket,
-    backlog: &'a mut VecDeque<(SocketAddr, Vec<u8>)>,
+    out: &'a mut SendBatch,
     device: &'a mut super::device::QueueDevice,
     local: &'a [IpAddr],
     syn_guard: &'a SynGuard,
@@ -108,20 +109,10 @@ struct Io<'a> {
 
 impl WgIo for Io<'_> {
     fn send_datagram(&mut self, to: SocketAddr, data: &[u8]) {
-        // A full socket buffer must not lose packets: a lost window update stalls a smoltcp
-        // sender for good. Queue them (bounded) and send when the socket is writable.
-        if self.backlog.is_empty() {
-            match self.udp.try_send_to(data, to) {
-                Ok(_) => return,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => {
-                    self.counters.udp_send_dropped += 1;
-                    return;
-                }
-            }
-        }
-        if self.backlog.len() < SEND_BACKLOG {
-            self.backlog.push_back((to, data.to_vec()));
+        // Sent in batches at the end of the pump. A full socket buffer must not lose packets
+        // (a lost window update stalls a smoltcp sender for good): they wait, bounded.
+        if self.out.len() < SEND_BACKLOG {
+            self.out.push(to, data);
         } else {
             self.counters.udp_send_dropped += 1;
         }
@@ -142,8 +133,7 @@ impl WgIo for Io<'_> {
 macro_rules! io {
     ($e:expr) => {
         Io {
-            udp: &$e.udp,
-            backlog: &mut $e.backlog,
+            out: &mut $e.out,
             device: &mut $e.stack.device,
             local: &$e.local_ips,
             syn_guard: &$e.syn_guard,
@@ -213,6 +203,9 @@ fn run_on_own_runtime(
     rt.block_on(async move {
         let udp = UdpSocket::from_std(udp)
             .map_err(|e| format!("cannot register the WireGuard socket: {e}"))?;
+        if !udp_batch::enable_gro(&udp) {
+            debug!("UDP GRO unavailable; receiving one datagram per call");
+        }
         let mut stack = NetStack::new(&cfg.network.addresses, cfg.tunables.mtu);
         stack.tcp_buffer = cfg.tunables.max_pending_bytes;
         let (events_tx, events_rx) = mpsc::channel(4096);
@@ -220,7 +213,7 @@ fn run_on_own_runtime(
             wg,
             stack,
             udp: Arc::new(udp),
-            backlog: VecDeque::new(),
+            out: SendBatch::default(),
             listen_addr,
             events_tx,
             events_rx,
@@ -280,11 +273,8 @@ impl Engine {
             };
             tokio::select! {
                 _ = self.cancel.cancelled() => break,
-                r = self.udp.recv_from(&mut buf) => {
-                    if let Ok((n, from)) = r {
-                        self.on_datagram(from, &buf[..n]);
-                    }
-                }
+                // drain_inputs below reads what arrived.
+                _ = self.udp.readable() => {}
                 ev = self.events_rx.recv() => match ev {
                     Some(ev) => self.on_event(ev),
                     None => break,
@@ -311,7 +301,7 @@ impl Engine {
                         }
                     }
                 }
-                _ = self.udp.writable(), if !self.backlog.is_empty() => self.flush_backlog(),
+                _ = self.udp.writable(), if !self.out.is_empty() => self.send_out(),
                 _ = tokio::time::sleep(delay) => {}
             }
             self.drain_inputs(&mut buf);
@@ -322,9 +312,15 @@ impl Engine {
 
     /// Takes whatever else is ready without waiting, so one poll serves a batch.
     fn drain_inputs(&mut self, buf: &mut [u8]) {
-        for _ in 0..INPUT_BATCH {
-            match self.udp.try_recv_from(buf) {
-                Ok((n, from)) => self.on_datagram(from, &buf[..n]),
+        let mut datagrams = 0;
+        while datagrams < INPUT_BATCH {
+            match udp_batch::try_recv(&self.udp, buf) {
+                Ok((n, from, segment)) => {
+                    for d in buf[..n].chunks(segment.max(1)) {
+                        self.on_datagram(from, d);
+                        datagrams += 1;
+                    }
+                }
                 Err(_) => break,
             }
         }
@@ -336,14 +332,13 @@ impl Engine {
         }
     }
 
-    fn flush_backlog(&mut self) {
-        while let Some((to, data)) = self.backlog.front() {
-            match self.udp.try_send_to(data, *to) {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Ok(_) => {}
-                Err(_) => self.counters.udp_send_dropped += 1,
+    /// Sends the queued datagrams, as far as the socket takes them.
+    fn send_out(&mut self) {
+        match self.out.flush(&self.udp) {
+            Ok(()) => {}
+            Err(FlushError::WouldBlock { dropped }) | Err(FlushError::Dropped(dropped)) => {
+                self.counters.udp_send_dropped += dropped as u64;
             }
-            self.backlog.pop_front();
         }
     }
 
@@ -436,6 +431,7 @@ impl Engine {
         if self.stack.device.tx.is_empty() {
             self.stack.device.tx = tx;
         }
+        self.send_out();
     }
 
     fn flow_count(&self) -> usize {

@@ -16,6 +16,7 @@ mod syn_guard;
 mod tcp;
 mod tcp_demux;
 mod udp;
+mod udp_batch;
 pub mod wg;
 
 #[cfg(test)]
