@@ -203,7 +203,7 @@ fn run_on_own_runtime(
     rt.block_on(async move {
         let udp = UdpSocket::from_std(udp)
             .map_err(|e| format!("cannot register the WireGuard socket: {e}"))?;
-        if !udp_batch::enable_gro(&udp) {
+        if std::env::var_os("NEXD_NO_GRO").is_some() || !udp_batch::enable_gro(&udp) {
             debug!("UDP GRO unavailable; receiving one datagram per call");
         }
         let mut stack = NetStack::new(&cfg.network.addresses, cfg.tunables.mtu);
@@ -213,7 +213,8 @@ fn run_on_own_runtime(
             wg,
             stack,
             udp: Arc::new(udp),
-            out: SendBatch::default(),
+            // NEXD_NO_GSO / NEXD_NO_GRO turn the offloads off, for diagnosing a path.
+            out: SendBatch::new(std::env::var_os("NEXD_NO_GSO").is_none()),
             listen_addr,
             events_tx,
             events_rx,
@@ -599,7 +600,7 @@ impl Engine {
                 if let Some((addr, port)) = flow.local {
                     self.stack.ports.release(addr, port);
                 }
-                debug!(flow = id, dest = %flow.dest, "tcp flow closed");
+                debug!(flow = id, dest = %flow.dest, state = %flow.describe(), "tcp flow closed");
             }
         }
         progress
