@@ -213,8 +213,8 @@ fn run_on_own_runtime(
             wg,
             stack,
             udp: Arc::new(udp),
-            // NEXD_NO_GSO / NEXD_NO_GRO turn the offloads off, for diagnosing a path.
-            out: SendBatch::new(std::env::var_os("NEXD_NO_GSO").is_none()),
+            // GSO is opt-in (NEXD_GSO=1): see udp_batch. NEXD_NO_GRO turns GRO off.
+            out: SendBatch::new(std::env::var_os("NEXD_GSO").is_some_and(|v| v == "1")),
             listen_addr,
             events_tx,
             events_rx,

@@ -7,6 +7,12 @@
 //! receiver with `UDP_GRO` on (nexd sets it) gets such a run as one buffer with its segment
 //! size, so one `recvmsg` brings up to 64 datagrams. Kernels or paths without GSO fall back
 //! to one message per datagram, found out on the first failure.
+//!
+//! GSO is off unless NEXD_GSO=1. It takes nexd <-> nexd from about 1.7 to 2.5-2.8 Gbit/s
+//! here, but it also lets nexd outrun a wireguard-go 0.0.2022 peer (one read per datagram,
+//! default buffers) so far that the loss stalled smoltcp connections for over a minute in
+//! the 1,000-connection load test. Without it, datagrams still leave in batches (one
+//! `sendmmsg` per pump), and received GSO batches are still taken whole.
 
 use std::io;
 use std::net::SocketAddr;
@@ -15,9 +21,7 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 /// Most datagrams in one GSO send (the kernel takes up to 64). Bursts of 64 overflowed a
-/// wireguard-go peer that reads one datagram per call with default socket buffers: heavy
-/// loss, and resets in the 1,000-connection load test. 8 is as fast here (nexd <-> nexd
-/// 2.5-2.8 Gbit/s either way) and passed that test every time.
+/// wireguard-go peer more; 8 is as fast between two nexd (2.5-2.8 Gbit/s either way).
 const MAX_SEGMENTS: usize = 8;
 /// Most payload bytes in one GSO send (an IP datagram's limit, less headers).
 const MAX_GSO_BYTES: usize = 65_000;
@@ -387,7 +391,7 @@ mod tests {
             batch.push(to, d);
         }
         assert_eq!(batch.len(), 200);
-        assert!(batch.runs.len() < 20, "runs: {}", batch.runs.len());
+        assert!(batch.runs.len() < 40, "runs: {}", batch.runs.len());
         flush_all(&mut batch, &a).await;
         assert!(batch.is_empty());
         let got = receive(&b, sent.len()).await;

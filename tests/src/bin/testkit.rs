@@ -3,7 +3,7 @@
 
 use nexd_e2e::traffic;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::process::ExitCode;
 
 fn usage() -> ExitCode {
@@ -30,7 +30,7 @@ fn run(args: &[String]) -> Result<(), String> {
             Ok(())
         }
         [cmd, a] if cmd == "tcp-echo" => {
-            traffic::tcp_echo_server(TcpListener::bind(addr(a)?).map_err(|e| e.to_string())?);
+            traffic::tcp_echo_server(traffic::listen(addr(a)?).map_err(|e| e.to_string())?);
             println!("ready");
             std::thread::park();
             Ok(())
@@ -43,7 +43,7 @@ fn run(args: &[String]) -> Result<(), String> {
         }
         [cmd, a, file] if cmd == "http-serve" => {
             let body = std::fs::read(file).map_err(|e| format!("{file}: {e}"))?;
-            let l = TcpListener::bind(addr(a)?).map_err(|e| e.to_string())?;
+            let l = traffic::listen(addr(a)?).map_err(|e| e.to_string())?;
             println!("ready");
             for c in l.incoming() {
                 let Ok(mut c) = c else { continue };
@@ -107,7 +107,7 @@ fn run(args: &[String]) -> Result<(), String> {
         }
         [cmd, a] if cmd == "hold-server" => {
             // Accepts and keeps connections without reading: for idle-connection memory.
-            let l = TcpListener::bind(addr(a)?).map_err(|e| e.to_string())?;
+            let l = traffic::listen(addr(a)?).map_err(|e| e.to_string())?;
             println!("ready");
             let mut held = Vec::new();
             for c in l.incoming() {
@@ -135,7 +135,7 @@ fn run(args: &[String]) -> Result<(), String> {
         }
         [cmd, a] if cmd == "firehose" => {
             // Writes pseudo-random bytes to every connection as fast as it is read.
-            let l = TcpListener::bind(addr(a)?).map_err(|e| e.to_string())?;
+            let l = traffic::listen(addr(a)?).map_err(|e| e.to_string())?;
             println!("ready");
             for c in l.incoming() {
                 let Ok(mut c) = c else { continue };
