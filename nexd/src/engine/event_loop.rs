@@ -8,7 +8,7 @@ use super::syn_guard::SynGuard;
 use super::tcp::{FlowState, TcpFlow};
 use super::tcp_demux::{self, Tuple};
 use super::udp::{self, EgressUdpFlow, IngressUdpFlow};
-use super::udp_batch::{self, FlushError, SendBatch};
+use super::udp_batch::{self, SendBatch};
 use super::wg::{WgDevice, WgIo};
 use super::{Command, EngineConfig, EngineError, EngineHandle, EngineStatus, PeerStatus, Tunables};
 use bytes::Bytes;
@@ -17,7 +17,7 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::{tcp, udp as sudp};
 use smoltcp::wire::{IpEndpoint, IpListenEndpoint};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -335,12 +335,7 @@ impl Engine {
 
     /// Sends the queued datagrams, as far as the socket takes them.
     fn send_out(&mut self) {
-        match self.out.flush(&self.udp) {
-            Ok(()) => {}
-            Err(FlushError::WouldBlock { dropped }) | Err(FlushError::Dropped(dropped)) => {
-                self.counters.udp_send_dropped += dropped as u64;
-            }
-        }
+        self.counters.udp_send_dropped += self.out.flush(&self.udp) as u64;
     }
 
     fn on_datagram(&mut self, from: SocketAddr, data: &[u8]) {
@@ -379,19 +374,20 @@ impl Engine {
         if self.tcp_index.is_empty() {
             return;
         }
-        let mut queue = std::mem::take(&mut self.stack.device.rx);
-        let mut shared = VecDeque::with_capacity(queue.len());
-        for pkt in queue.drain(..) {
+        // One pass round the queue, in place: routed packets leave, the rest go back in order.
+        for _ in 0..self.stack.device.rx.len() {
+            let Some(pkt) = self.stack.device.rx.pop_front() else {
+                break;
+            };
             let id = tcp_demux::parse(&pkt).and_then(|h| self.tcp_index.get(&h.tuple).copied());
             match id.and_then(|id| self.tcp_flows.get_mut(&id).map(|f| (id, f))) {
                 Some((id, flow)) => {
                     flow.rx.push_back(pkt);
                     mark_dirty(&mut self.dirty, id, flow);
                 }
-                None => shared.push_back(pkt),
+                None => self.stack.device.rx.push_back(pkt),
             }
         }
-        self.stack.device.rx = shared;
     }
 
     /// Queues for servicing the flows whose smoltcp timer is due.

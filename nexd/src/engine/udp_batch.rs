@@ -100,10 +100,10 @@ impl SendBatch {
         });
     }
 
-    /// Sends what the socket takes. `Ok` when all is sent; `WouldBlock` leaves the rest
-    /// queued for when the socket is writable; other errors drop the run that failed and
-    /// return the number of datagrams dropped.
-    pub fn flush(&mut self, sock: &UdpSocket) -> Result<(), FlushError> {
+    /// Sends what the socket takes; when it is full the rest stays queued for when it is
+    /// writable ([`SendBatch::is_empty`] tells). Other errors drop the run that failed.
+    /// Returns the number of datagrams dropped.
+    pub fn flush(&mut self, sock: &UdpSocket) -> usize {
         let mut dropped = 0;
         while !self.is_empty() {
             let end = (self.sent + MAX_MESSAGES).min(self.runs.len());
@@ -118,9 +118,7 @@ impl SendBatch {
                     }
                     self.sent += n;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return Err(FlushError::WouldBlock { dropped })
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return dropped,
                 Err(e) => {
                     let run = self.runs[self.sent];
                     if segments(&run) > 1 && !self.no_gso && gso_unsupported(&e) {
@@ -139,10 +137,7 @@ impl SendBatch {
         self.buf.clear();
         self.runs.clear();
         self.sent = 0;
-        if dropped > 0 {
-            return Err(FlushError::Dropped(dropped));
-        }
-        Ok(())
+        dropped
     }
 
     /// Turns the unsent runs into one run per datagram.
@@ -162,18 +157,6 @@ impl SendBatch {
             }
         }
     }
-}
-
-/// Why [`SendBatch::flush`] stopped.
-#[derive(Debug, PartialEq, Eq)]
-pub enum FlushError {
-    /// The socket buffer is full; the rest waits. Datagrams dropped before that.
-    WouldBlock {
-        /// Datagrams dropped on errors before the socket filled.
-        dropped: usize,
-    },
-    /// These many datagrams could not be sent (no route, unreachable, ...).
-    Dropped(usize),
 }
 
 fn segments(run: &Run) -> usize {
@@ -339,13 +322,9 @@ mod tests {
     }
 
     async fn flush_all(batch: &mut SendBatch, a: &UdpSocket) {
-        loop {
+        while !batch.is_empty() {
             a.writable().await.unwrap();
-            match batch.flush(a) {
-                Ok(()) => return,
-                Err(FlushError::WouldBlock { dropped: 0 }) => {}
-                Err(e) => panic!("{e:?}"),
-            }
+            assert_eq!(batch.flush(a), 0, "datagrams dropped");
         }
     }
 
