@@ -19,6 +19,8 @@ use crate::wire::{
 };
 
 mod congestion;
+mod pacer;
+mod scoreboard;
 
 macro_rules! tcp_trace {
     ($($arg:expr),*) => (net_log!(trace, $($arg),*));
@@ -150,9 +152,10 @@ const RTTE_MIN_MARGIN: u32 = 5;
 /// K, according to RFC 6298
 const RTTE_K: u32 = 4;
 
-// RFC 6298 (2.4): Whenever RTO is computed, if it is less than 1 second, then the
-// RTO SHOULD be rounded up to 1 second.
-const RTTE_MIN_RTO: u32 = 1000;
+// RFC 6298 (2.4) asks for a 1 second minimum; like Linux (TCP_RTO_MIN) we use 200 ms:
+// with loss recovery driven by SACK and RACK-TLP the RTO is a last resort, and a 1 s floor
+// stalls every connection that loses its tail.
+const RTTE_MIN_RTO: u32 = 200;
 
 // RFC 6298 (2.5) A maximum value MAY be placed on RTO provided it is at least 60
 // seconds
@@ -523,6 +526,25 @@ pub struct Socket<'a> {
     local_rx_dup_acks: u8,
     /// If a fast retransmit needs to occur
     pending_fast_retransmit: bool,
+    /// Segments in flight: SACK scoreboard and RACK state.
+    scoreboard: scoreboard::Scoreboard,
+    /// Spreads data segments over the RTT.
+    pacer: pacer::Pacer,
+    /// End of the current loss episode (snd_nxt when it began), and whether it is a fast
+    /// recovery (window already reduced, growth paused) rather than an RTO.
+    loss_recovery: Option<(TcpSeqNumber, bool)>,
+    /// RACK reordering timer: when segments not yet old enough may be deemed lost.
+    rack_timer: Option<Instant>,
+    /// Tail loss probe timer (RFC 8985 §7).
+    tlp_at: Option<Instant>,
+    /// A tail loss probe is due: send one segment whatever the congestion window.
+    tlp_pending: bool,
+    /// Largest receive and send buffers autotuning may grow to (no growth if not larger
+    /// than the buffers given).
+    rx_limit: usize,
+    tx_limit: usize,
+    /// Receive autotuning: start of the current RTT-long period and octets received in it.
+    rcv_measure: Option<(Instant, usize)>,
 
     /// Duration for Delayed ACK. If None no ACKs will be delayed.
     ack_delay: Option<Duration>,
@@ -614,6 +636,15 @@ impl<'a> Socket<'a> {
             local_rx_last_seq: None,
             local_rx_dup_acks: 0,
             pending_fast_retransmit: false,
+            scoreboard: scoreboard::Scoreboard::default(),
+            pacer: pacer::Pacer::default(),
+            loss_recovery: None,
+            rack_timer: None,
+            tlp_at: None,
+            tlp_pending: false,
+            rx_limit: 0,
+            tx_limit: 0,
+            rcv_measure: None,
             ack_delay: Some(ACK_DELAY_DEFAULT),
             ack_delay_timer: AckDelayTimer::Idle,
             challenge_ack_timer: Instant::from_secs(0),
@@ -629,6 +660,80 @@ impl<'a> Socket<'a> {
 
             #[cfg(feature = "socket-tcp-pause-synack")]
             synack_paused: false,
+        }
+    }
+
+    /// Lets the receive and send buffers grow with the path, up to `rx_max` and `tx_max`
+    /// octets, as Linux autotuning does: the receive buffer doubles while the peer fills more
+    /// than half of it per round trip, the send buffer while it is full and the congestion
+    /// window exceeds half of it. Buffers that are not in use never grow, so idle
+    /// connections and slow readers cost what they did. Needs owned (`Vec`) buffers.
+    ///
+    /// Call before `connect` or `listen`: the window scale offered in the SYN is chosen for
+    /// `rx_max`.
+    ///
+    /// # Panics
+    /// If `rx_max` exceeds 1 GiB (the largest window TCP can scale to).
+    #[cfg(feature = "alloc")]
+    pub fn set_buffer_limits(&mut self, rx_max: usize, tx_max: usize) {
+        if rx_max > (1 << 30) {
+            panic!("receiving buffer too large, cannot exceed 1 GiB")
+        }
+        self.rx_limit = rx_max;
+        self.tx_limit = tx_max;
+        let rx_cap_log2 = mem::size_of::<usize>() * 8
+            - self.rx_buffer.capacity().max(rx_max).leading_zeros() as usize;
+        self.remote_win_shift = rx_cap_log2.saturating_sub(16) as u8;
+    }
+
+    /// Capacity of the receive and send buffers (they grow with autotuning).
+    pub fn buffer_capacities(&self) -> (usize, usize) {
+        (self.rx_buffer.capacity(), self.tx_buffer.capacity())
+    }
+
+    /// Receive autotuning (Linux `tcp_rcv_space_adjust`): once per round trip, if the peer
+    /// delivered more than half the buffer, double it, up to the limit.
+    fn autotune_rx(&mut self, now: Instant, delivered: usize) {
+        #[cfg(feature = "alloc")]
+        {
+            let cap = self.rx_buffer.capacity();
+            if self.rx_limit <= cap {
+                return;
+            }
+            let rtt = self
+                .scoreboard
+                .srtt()
+                .unwrap_or(Duration::from_millis(self.rtte.srtt.max(1) as u64))
+                .max(Duration::from_millis(1));
+            let (start, bytes) = self.rcv_measure.get_or_insert((now, 0));
+            *bytes += delivered;
+            if now - *start < rtt {
+                return;
+            }
+            let grow = *bytes * 2 > cap;
+            self.rcv_measure = Some((now, 0));
+            if grow {
+                let new = (cap * 2).min(self.rx_limit);
+                tcp_trace!("autotuning: receive buffer {} -> {}", cap, new);
+                self.rx_buffer.grow(new);
+            }
+        }
+        #[cfg(not(feature = "alloc"))]
+        let _ = (now, delivered);
+    }
+
+    /// Send autotuning: while the application keeps the send buffer full and the window
+    /// could use more than half of it, double it, up to the limit.
+    fn autotune_tx(&mut self) {
+        #[cfg(feature = "alloc")]
+        {
+            let cap = self.tx_buffer.capacity();
+            let cwnd = self.congestion_controller.inner().window();
+            if self.tx_limit > cap && self.tx_buffer.len() * 4 >= cap * 3 && cwnd * 2 > cap {
+                let new = (cap * 2).min(self.tx_limit);
+                tcp_trace!("autotuning: send buffer {} -> {}", cap, new);
+                self.tx_buffer.grow(new);
+            }
         }
     }
 
@@ -902,8 +1007,8 @@ impl<'a> Socket<'a> {
     }
 
     fn reset(&mut self) {
-        let rx_cap_log2 =
-            mem::size_of::<usize>() * 8 - self.rx_buffer.capacity().leading_zeros() as usize;
+        let rx_cap_log2 = mem::size_of::<usize>() * 8
+            - self.rx_buffer.capacity().max(self.rx_limit).leading_zeros() as usize;
 
         self.state = State::Closed;
         self.timer = Timer::new();
@@ -926,6 +1031,13 @@ impl<'a> Socket<'a> {
         self.remote_last_ts = None;
         self.ack_delay_timer = AckDelayTimer::Idle;
         self.challenge_ack_timer = Instant::from_secs(0);
+        self.scoreboard.clear();
+        self.pacer = pacer::Pacer::default();
+        self.loss_recovery = None;
+        self.rack_timer = None;
+        self.tlp_at = None;
+        self.tlp_pending = false;
+        self.rcv_measure = None;
 
         #[cfg(feature = "async")]
         {
@@ -1398,11 +1510,79 @@ impl<'a> Socket<'a> {
         self.remote_last_seq - self.local_seq_no
     }
 
+    /// Octets really in the network (RFC 6675 "pipe"): in flight, minus SACKed, minus
+    /// deemed lost and not yet retransmitted.
+    fn pipe(&self) -> usize {
+        self.flight_size()
+            .saturating_sub(self.scoreboard.sacked_bytes() + self.scoreboard.lost_bytes())
+    }
+
     fn cwnd_remaining(&self) -> usize {
         self.congestion_controller
             .inner()
             .window()
-            .saturating_sub(self.flight_size())
+            .saturating_sub(self.pipe())
+    }
+
+    /// Whether the socket is in a state where data segments flow.
+    fn sends_data(&self) -> bool {
+        matches!(
+            self.state,
+            State::Established
+                | State::FinWait1
+                | State::Closing
+                | State::CloseWait
+                | State::LastAck
+        )
+    }
+
+    /// The segment size for data, as `dispatch` computes it.
+    fn data_mss(&self, cx: &mut Context) -> usize {
+        let ip_header_len = match self.tuple.map(|t| t.local.addr) {
+            #[cfg(feature = "proto-ipv4")]
+            Some(IpAddress::Ipv4(_)) => crate::wire::IPV4_HEADER_LEN,
+            #[cfg(feature = "proto-ipv6")]
+            Some(IpAddress::Ipv6(_)) => crate::wire::IPV6_HEADER_LEN,
+            None => return self.remote_mss,
+        };
+        let options_len = if self.tsval_generator.is_some() {
+            12
+        } else {
+            0
+        };
+        let local_mss = cx.ip_mtu() - ip_header_len - TCP_HEADER_LEN;
+        local_mss
+            .min(self.remote_mss)
+            .saturating_sub(options_len)
+            .max(1)
+    }
+
+    /// Pacing rate in bytes per second, once an RTT is known.
+    fn pacing_rate(&self) -> Option<u64> {
+        let srtt = self.scoreboard.srtt()?;
+        let cc = self.congestion_controller.inner();
+        Some(pacer::rate(cc.window(), srtt, cc.in_slow_start()))
+    }
+
+    /// When the pacer lets a data segment of `len` octets leave (`now` if it may now).
+    fn paced_release(&self, cx: &mut Context, len: usize) -> Instant {
+        match self.pacing_rate() {
+            Some(rate) => self
+                .pacer
+                .release_at(cx.now(), len, rate, self.data_mss(cx)),
+            None => cx.now(),
+        }
+    }
+
+    /// The probe timeout of RFC 8985 §7.2: two smoothed RTTs, plus a delayed-ACK allowance
+    /// when a single segment is in flight, never beyond the RTO.
+    fn probe_timeout(&self, mss: usize) -> Option<Duration> {
+        let srtt = self.scoreboard.srtt()?;
+        let mut pto = (srtt * 2).max(Duration::from_millis(10));
+        if self.flight_size() <= mss {
+            pto += Duration::from_millis(40);
+        }
+        Some(pto.min(self.rtte.retransmission_timeout()))
     }
 
     /// Return the amount of octets queued in the receive buffer. This value can be larger than
@@ -1524,21 +1704,7 @@ impl<'a> Socket<'a> {
                     .map(|(left, right)| (left.0 as u32, right.0 as u32));
             }
 
-            if reply_repr.sack_ranges[0].is_none() {
-                // The matching segment was removed from the assembler, meaning the acknowledgement
-                // number has advanced, or there was no previous sACK.
-                //
-                // While the RFC says we SHOULD keep a list of reported sACK ranges, and iterate
-                // through those, that is currently infeasible. Instead, we offer the range with
-                // the lowest sequence number (if one exists) to hint at what segments would
-                // most quickly advance the acknowledgement number.
-                reply_repr.sack_ranges[0] = self
-                    .assembler
-                    .iter_data()
-                    .map(|(left, right)| (ack + left, ack + right))
-                    .next()
-                    .map(|(left, right)| (left.0 as u32, right.0 as u32));
-            }
+            self.fill_sack_ranges(&mut reply_repr.sack_ranges, ack);
         }
 
         // Since the sACK option may have changed the length of the payload, update that.
@@ -1589,6 +1755,24 @@ impl<'a> Socket<'a> {
                 None => true,
             };
             addr_ok && repr.dst_port != 0 && repr.dst_port == self.listen_endpoint.port
+        }
+    }
+
+    /// Completes SACK blocks (RFC 2018): after the first one (if set), the other ranges the
+    /// assembler holds, lowest first, up to three in all. With many holes, the sender learns
+    /// about several per ACK instead of one.
+    fn fill_sack_ranges(&self, ranges: &mut [Option<(u32, u32)>; 3], ack: TcpSeqNumber) {
+        let first = ranges[0];
+        let mut n = usize::from(first.is_some());
+        for (left, right) in self.assembler.iter_data() {
+            if n == ranges.len() {
+                break;
+            }
+            let block = ((ack + left).0 as u32, (ack + right).0 as u32);
+            if Some(block) != first {
+                ranges[n] = Some(block);
+                n += 1;
+            }
         }
     }
 
@@ -2091,6 +2275,8 @@ impl<'a> Socket<'a> {
                 ack_len,
                 self.tx_buffer.len() - ack_len
             );
+            // Judged before the acknowledged octets leave: was the buffer full?
+            self.autotune_tx();
             self.tx_buffer.dequeue_allocated(ack_len);
 
             // There's new room available in tx_buffer, wake the waiting task if any.
@@ -2099,67 +2285,94 @@ impl<'a> Socket<'a> {
         }
 
         if let Some(ack_number) = repr.ack_number {
-            // TODO: When flow control is implemented,
-            // refractor the following block within that implementation
+            // Duplicate ACK if payload empty and ACK doesn't move send window.
+            let duplicate = matches!(self.local_rx_last_ack, Some(last_rx_ack)
+                if repr.payload.is_empty()
+                    && last_rx_ack == ack_number
+                    && ack_number < self.remote_last_seq
+                    && !is_window_update);
+            if duplicate {
+                self.local_rx_dup_acks = self.local_rx_dup_acks.saturating_add(1);
+                net_debug!(
+                    "received duplicate ACK for seq {} (duplicate nr {})",
+                    ack_number,
+                    self.local_rx_dup_acks
+                );
+            } else {
+                self.local_rx_dup_acks = 0;
+                self.local_rx_last_ack = Some(ack_number);
+            }
 
-            match self.local_rx_last_ack {
-                // Duplicate ACK if payload empty and ACK doesn't move send window ->
-                // Increment duplicate ACK count, notify congestion controller and
-                // set for retransmit if we just received the third duplicate ACK
-                Some(last_rx_ack)
-                    if repr.payload.is_empty()
-                        && last_rx_ack == ack_number
-                        && ack_number < self.remote_last_seq
-                        && !is_window_update =>
-                {
-                    // Increment duplicate ACK count
-                    self.local_rx_dup_acks = self.local_rx_dup_acks.saturating_add(1);
-
-                    net_debug!(
-                        "received duplicate ACK for seq {} (duplicate nr {}{})",
-                        ack_number,
-                        self.local_rx_dup_acks,
-                        if self.local_rx_dup_acks == u8::MAX {
-                            "+"
-                        } else {
-                            ""
-                        }
-                    );
-
-                    if self.local_rx_dup_acks == 3 {
-                        self.timer.set_for_fast_retransmit();
-                        net_debug!("started fast retransmit");
-                    }
-
-                    // Notify of duplicate ACK
-                    let in_flight = self.flight_size();
-                    self.congestion_controller.inner_mut().on_dup_ack(
-                        cx.now(),
-                        self.remote_mss,
-                        in_flight,
-                    );
-                }
-
-                // No duplicate ACK means we reset the duplicate ACK count
-                // and notify the congestion controller of the fresh ACK
-                _ => {
-                    if self.local_rx_dup_acks > 0 {
-                        self.local_rx_dup_acks = 0;
-                        net_debug!("reset duplicate ACK count");
-                    }
-                    self.local_rx_last_ack = Some(ack_number);
-
-                    // Notify of fresh ACK
+            let mut newly_lost = false;
+            if self.sends_data() || !self.scoreboard.is_empty() {
+                let outcome = self.scoreboard.on_ack(
+                    ack_number,
+                    &repr.sack_ranges,
+                    self.remote_last_seq,
+                    cx.now(),
+                );
+                if let Some(rtt) = outcome.rtt_sample {
+                    self.rtte.sample(rtt.total_millis() as u32);
+                    // One source of samples at a time: drop the estimator's own.
+                    self.rtte.timestamp = None;
+                } else if !duplicate {
+                    // E.g. the ACK of our SYN-ACK, which completes a passive open.
                     self.rtte.on_ack(cx.now(), ack_number);
-                    let new_flight_size = self.flight_size().saturating_sub(ack_len);
-                    self.congestion_controller.inner_mut().on_ack(
-                        cx.now(),
-                        ack_len,
-                        new_flight_size,
-                        &self.rtte,
-                    );
                 }
-            };
+                if ack_len > 0 || outcome.newly_sacked > 0 {
+                    // The network delivered something: any tail loss probe is answered.
+                    self.tlp_at = None;
+                    self.tlp_pending = false;
+                }
+                let in_recovery = self.loss_recovery.is_some();
+                // Without SACK (or when the peer sends none), fall back to three duplicate
+                // ACKs (RFC 5681) and NewReno partial ACKs (RFC 6582) for the first hole.
+                if self.local_rx_dup_acks == 3
+                    || (duplicate && self.local_rx_dup_acks > 3 && !in_recovery)
+                {
+                    newly_lost |= self.scoreboard.mark_first_lost();
+                }
+                if let Some((end, _)) = self.loss_recovery
+                    && ack_len > 0
+                    && ack_number < end
+                    && repr.sack_ranges[0].is_none()
+                {
+                    newly_lost |= self.scoreboard.mark_first_lost();
+                }
+                let (lost, timer) = self.scoreboard.detect_losses(cx.now(), in_recovery);
+                newly_lost |= lost > 0;
+                self.rack_timer = timer;
+            } else if !duplicate {
+                // The handshake: the SYN's RTT.
+                self.rtte.on_ack(cx.now(), ack_number);
+            }
+
+            // The loss episode ends once everything outstanding at its start is acknowledged.
+            if let Some((end, _)) = self.loss_recovery
+                && ack_number >= end
+            {
+                self.loss_recovery = None;
+            }
+            if newly_lost && self.loss_recovery.is_none() {
+                // One window reduction per episode (RFC 6675 §5).
+                net_debug!("loss detected: entering recovery");
+                let in_flight = self.flight_size();
+                self.congestion_controller
+                    .inner_mut()
+                    .on_loss(cx.now(), in_flight);
+                self.loss_recovery = Some((self.remote_last_seq, true));
+            }
+
+            if !duplicate && !matches!(self.loss_recovery, Some((_, true))) {
+                // Window growth pauses during fast recovery, as with PRR.
+                let new_flight_size = self.flight_size().saturating_sub(ack_len);
+                self.congestion_controller.inner_mut().on_ack(
+                    cx.now(),
+                    ack_len,
+                    new_flight_size,
+                    &self.rtte,
+                );
+            }
 
             // We've processed everything in the incoming segment, so advance the local
             // sequence number past it.
@@ -2172,6 +2385,17 @@ impl<'a> Socket<'a> {
             // deallocated from the buffer.
             if self.remote_last_seq < self.local_seq_no {
                 self.remote_last_seq = self.local_seq_no
+            }
+
+            // Keep a tail loss probe armed while data is outstanding (RFC 8985 §7.2).
+            if self.tlp_at.is_none()
+                && !self.tlp_pending
+                && self.loss_recovery.is_none()
+                && self.sends_data()
+                && self.flight_size() > 0
+            {
+                let mss = self.data_mss(cx);
+                self.tlp_at = self.probe_timeout(mss).map(|pto| cx.now() + pto);
             }
         }
 
@@ -2250,6 +2474,7 @@ impl<'a> Socket<'a> {
                 self.rx_buffer.len() + contig_len
             );
             self.rx_buffer.enqueue_unallocated(contig_len);
+            self.autotune_rx(cx.now(), contig_len);
 
             // There's new data in rx_buffer, notify waiting task if any.
             #[cfg(feature = "async")]
@@ -2307,34 +2532,34 @@ impl<'a> Socket<'a> {
     }
 
     fn seq_to_transmit(&self, cx: &mut Context) -> bool {
-        // Fast retransmits should always send, even if later congestion checks would disallow
-        if self.pending_fast_retransmit && !self.tx_buffer.is_empty() {
-            return true;
+        self.next_transmit(cx).is_some_and(|at| at <= cx.now())
+    }
+
+    /// When the next segment with data or flags may leave: `None` if there is none to send,
+    /// a time in the future if the pacer holds it back.
+    fn next_transmit(&self, cx: &mut Context) -> Option<Instant> {
+        let now = cx.now();
+        if self.tlp_pending && self.sends_data() && self.flight_size() > 0 {
+            return Some(now);
         }
 
-        let ip_header_len = match self.tuple.unwrap().local.addr {
-            #[cfg(feature = "proto-ipv4")]
-            IpAddress::Ipv4(_) => crate::wire::IPV4_HEADER_LEN,
-            #[cfg(feature = "proto-ipv6")]
-            IpAddress::Ipv6(_) => crate::wire::IPV6_HEADER_LEN,
-        };
-
-        // The effective max segment size, taking into account the options and the local and remote limits.
-        let options_len = if self.tsval_generator.is_some() {
-            12
-        } else {
-            0
-        };
-
-        let local_mss = cx.ip_mtu() - ip_header_len - TCP_HEADER_LEN;
-        let effective_mss = local_mss.min(self.remote_mss).saturating_sub(options_len);
+        let effective_mss = self.data_mss(cx);
 
         // Have we sent data that hasn't been ACKed yet?
         let data_in_flight = self.remote_last_seq != self.local_seq_no;
 
         // If we want to send a SYN and we haven't done so, do it!
         if matches!(self.state, State::SynSent | State::SynReceived) && !data_in_flight {
-            return true;
+            return Some(now);
+        }
+
+        let cwnd = self.congestion_controller.inner().window();
+        // A segment deemed lost goes first (RFC 6675 §5: when cwnd - pipe >= 1 SMSS).
+        if self.sends_data()
+            && self.pipe() < cwnd
+            && let Some(r) = self.scoreboard.next_lost()
+        {
+            return Some(self.paced_release(cx, r.len));
         }
 
         // max sequence number we can send.
@@ -2373,13 +2598,17 @@ impl<'a> Socket<'a> {
             can_send = false;
         }
 
+        if can_send {
+            return Some(self.paced_release(cx, max_send.min(effective_mss)));
+        }
+
         // Can we actually send the FIN? We can send it if:
         // 1. We have unsent data that fits in the remote window.
         // 2. We have no unsent data.
         // This condition matches only if #2, because #1 is already covered by can_data and we're ORing them.
         let can_fin = want_fin && self.remote_last_seq == self.local_seq_no + self.tx_buffer.len();
 
-        can_send || can_fin
+        can_fin.then_some(now)
     }
 
     fn delayed_ack_expired(&self, timestamp: Instant) -> bool {
@@ -2492,10 +2721,19 @@ impl<'a> Socket<'a> {
                     .inner_mut()
                     .on_rto(cx.now(), in_flight);
 
-                // Rewind "last sequence number sent", as if we never
-                // had sent them. This will cause all data in the queue
-                // to be sent again.
-                self.remote_last_seq = self.local_seq_no;
+                if self.scoreboard.is_empty() {
+                    // Nothing tracked (a SYN): rewind "last sequence number sent", as if we
+                    // never had sent it, so it is sent again.
+                    self.remote_last_seq = self.local_seq_no;
+                } else {
+                    // Every segment not SACKed is resent, in order, as the window allows;
+                    // SACKed ones are not (no go-back-N).
+                    self.scoreboard.on_rto();
+                    self.loss_recovery = Some((self.remote_last_seq, false));
+                }
+                self.tlp_at = None;
+                self.tlp_pending = false;
+                self.rack_timer = None;
 
                 // Inform RTTE, so that it can can handle RTO backoff
                 self.rtte.on_rto();
@@ -2525,6 +2763,27 @@ impl<'a> Socket<'a> {
 
             // Inform RTTE, so that it can avoid bogus measurements.
             self.rtte.on_retransmit();
+        }
+
+        if self.rack_timer.is_some_and(|t| t <= cx.now()) {
+            self.rack_timer = None;
+            let in_recovery = self.loss_recovery.is_some();
+            let (lost, timer) = self.scoreboard.detect_losses(cx.now(), in_recovery);
+            self.rack_timer = timer;
+            if lost > 0 && !in_recovery {
+                let in_flight = self.flight_size();
+                self.congestion_controller
+                    .inner_mut()
+                    .on_loss(cx.now(), in_flight);
+                self.loss_recovery = Some((self.remote_last_seq, true));
+            }
+        }
+        if self.tlp_at.is_some_and(|t| t <= cx.now()) {
+            self.tlp_at = None;
+            if self.sends_data() && self.flight_size() > 0 && self.loss_recovery.is_none() {
+                net_debug!("tail loss probe");
+                self.tlp_pending = true;
+            }
         }
 
         #[cfg(feature = "socket-tcp-pause-synack")]
@@ -2590,6 +2849,7 @@ impl<'a> Socket<'a> {
         };
 
         let mut is_zero_window_probe = false;
+        let mut retransmission = false;
 
         #[cfg_attr(
             not(feature = "segmentation-offload"),
@@ -2646,14 +2906,36 @@ impl<'a> Socket<'a> {
                 let local_mss = cx.ip_mtu() - ip_repr.header_len() - TCP_HEADER_LEN;
                 let effective_mss = local_mss.min(self.remote_mss).saturating_sub(options_len);
 
-                let offset = if self.pending_fast_retransmit {
-                    let size = effective_mss.min(self.tx_buffer.len());
-                    repr.seq_number = self.local_seq_no;
-                    repr.payload = self.tx_buffer.get_allocated(0, size);
-
-                    self.pending_fast_retransmit = false;
-
-                    0
+                let cwnd = self.congestion_controller.inner().window();
+                let lost = if self.pipe() < cwnd || self.tlp_pending {
+                    self.scoreboard.next_lost()
+                } else {
+                    None
+                };
+                // A tail loss probe sends new data if there is some the window takes,
+                // otherwise the last segment again.
+                let probe_last = self.tlp_pending
+                    && lost.is_none()
+                    && (self.tx_buffer.len() <= self.flight_size()
+                        || self.local_seq_no + self.remote_win_len <= self.remote_last_seq);
+                let resend = lost.or(if probe_last {
+                    self.scoreboard.last()
+                } else {
+                    None
+                });
+                let probe_new = self.tlp_pending && resend.is_none();
+                self.tlp_pending = false;
+                let offset = if let Some(r) = resend {
+                    let data_len = r.len - r.fin as usize;
+                    let offset = r.start - self.local_seq_no;
+                    let size = data_len.min(effective_mss);
+                    repr.seq_number = r.start;
+                    repr.payload = self.tx_buffer.get_allocated(offset, size);
+                    if r.fin && repr.payload.len() == data_len {
+                        repr.control = TcpControl::Fin;
+                    }
+                    retransmission = true;
+                    offset
                 } else {
                     // Right edge of window, ie the max sequence number we're allowed to send.
                     let win_right_edge = self.local_seq_no + self.remote_win_len;
@@ -2709,7 +2991,10 @@ impl<'a> Socket<'a> {
                         .unwrap_or(effective_mss)
                     };
 
-                    let size = if is_zero_window_probe {
+                    let size = if probe_new {
+                        // A tail loss probe is exempt from the congestion window (RFC 8985 §7.3).
+                        win_limit.min(effective_mss)
+                    } else if is_zero_window_probe {
                         // Zero-window probes are exempt from the congestion window: they
                         // are sent precisely when normal transmission is impossible, and
                         // an empty segment elicits no reply, so capping the probe to a
@@ -2738,9 +3023,11 @@ impl<'a> Socket<'a> {
                 // flags, depending on whether the transmit half of the connection is open.
                 if offset + repr.payload.len() == self.tx_buffer.len() {
                     match self.state {
-                        State::FinWait1 | State::LastAck | State::Closing => {
+                        // A retransmission carries the FIN only if the original did (set above).
+                        State::FinWait1 | State::LastAck | State::Closing if !retransmission => {
                             repr.control = TcpControl::Fin
                         }
+                        State::FinWait1 | State::LastAck | State::Closing => {}
                         State::Established | State::CloseWait if !repr.payload.is_empty() => {
                             repr.control = TcpControl::Psh
                         }
@@ -2772,6 +3059,12 @@ impl<'a> Socket<'a> {
             && repr.control == TcpControl::None;
         if pure_ack {
             repr.seq_number = self.ack_seq_number();
+            if self.remote_has_sack
+                && !self.assembler.is_empty()
+                && let Some(ack) = repr.ack_number
+            {
+                self.fill_sack_ranges(&mut repr.sack_ranges, ack);
+            }
         }
 
         // Trace a summary of what will be sent.
@@ -2858,6 +3151,30 @@ impl<'a> Socket<'a> {
             self.congestion_controller
                 .inner_mut()
                 .post_transmit(cx.now(), repr.segment_len());
+            if self.sends_data() {
+                let end = repr.seq_number + repr.segment_len();
+                if retransmission {
+                    self.scoreboard
+                        .on_retransmit(repr.seq_number, repr.payload.len(), cx.now());
+                } else {
+                    self.scoreboard.on_send(
+                        repr.seq_number,
+                        end,
+                        repr.control == TcpControl::Fin,
+                        cx.now(),
+                    );
+                }
+                if !repr.payload.is_empty()
+                    && let Some(rate) = self.pacing_rate()
+                {
+                    let mss = self.data_mss(cx);
+                    self.pacer.on_send(cx.now(), repr.payload.len(), rate, mss);
+                }
+                if self.tlp_at.is_none() && self.loss_recovery.is_none() {
+                    let mss = self.data_mss(cx);
+                    self.tlp_at = self.probe_timeout(mss).map(|pto| cx.now() + pto);
+                }
+            }
         }
 
         if repr.segment_len() > 0 && !self.timer.is_retransmit() {
@@ -2896,6 +3213,10 @@ impl<'a> Socket<'a> {
         } else if self.seq_to_transmit(cx) {
             // We have a data or flag packet to transmit.
             PollAt::Now
+        } else if self.rack_timer.is_some_and(|t| t <= cx.now())
+            || self.tlp_at.is_some_and(|t| t <= cx.now())
+        {
+            PollAt::Now
         } else if self.window_to_update() {
             // The receive window has been raised significantly.
             PollAt::Now
@@ -2917,11 +3238,22 @@ impl<'a> Socket<'a> {
                 (_, _) => PollAt::Ingress,
             };
 
+            // A segment held back by the pacer, and the RACK and probe timers.
+            let at = |t: Option<Instant>| t.map_or(PollAt::Ingress, PollAt::Time);
+            let paced_poll_at = at(self.next_transmit(cx));
+
             // We wait for the earliest of our timers to fire.
-            *[self.timer.poll_at(), timeout_poll_at, delayed_ack_poll_at]
-                .iter()
-                .min()
-                .unwrap_or(&PollAt::Ingress)
+            *[
+                self.timer.poll_at(),
+                timeout_poll_at,
+                delayed_ack_poll_at,
+                paced_poll_at,
+                at(self.rack_timer),
+                at(self.tlp_at),
+            ]
+            .iter()
+            .min()
+            .unwrap_or(&PollAt::Ingress)
         }
     }
 }
@@ -6675,6 +7007,16 @@ mod test {
             window_len: 6,
             ..SEND_TEMPL
         });
+        // A tail loss probe (RFC 8985 §7) resends the last segment after 2 SRTT plus the
+        // delayed-ACK allowance for a single segment in flight: 600 + 2 * 600 + 40.
+        recv_nothing!(s, time 1839);
+        recv!(s, time 1840, Ok(TcpRepr {
+            control:    TcpControl::Psh,
+            seq_number: LOCAL_SEQ + 1 + 6,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"012345"[..],
+            ..RECV_TEMPL
+        }), exact);
         // The ACK of the first packet should restart the retransmit timer and delay a retransmission.
         recv_nothing!(s, time 2399);
         // The second packet should be re-sent.

@@ -30,6 +30,26 @@ pub struct RingBuffer<'a, T: 'a> {
     length: usize,
 }
 
+#[cfg(feature = "alloc")]
+impl<'a, T: Copy + Default + 'a> RingBuffer<'a, T> {
+    /// Moves the contents into new, larger owned storage of `capacity` elements, starting
+    /// at index 0. Every element keeps its position relative to the read pointer, so data
+    /// written past the allocated part (e.g. out-of-order TCP segments) survives. Does
+    /// nothing if `capacity` is not larger than the current one.
+    pub fn grow(&mut self, capacity: usize) {
+        let old = self.capacity();
+        if capacity <= old {
+            return;
+        }
+        let mut grown = alloc::vec![T::default(); capacity];
+        let head = old - self.read_at;
+        grown[..head].copy_from_slice(&self.storage[self.read_at..]);
+        grown[head..old].copy_from_slice(&self.storage[..self.read_at]);
+        self.storage = ManagedSlice::Owned(grown);
+        self.read_at = 0;
+    }
+}
+
 impl<'a, T: 'a> RingBuffer<'a, T> {
     /// Create a ring buffer with the given storage.
     ///
@@ -799,5 +819,24 @@ mod test {
 
         let large = ring.enqueue_many(8);
         assert_eq!(large.len(), 8);
+    }
+
+    #[cfg(feature = "alloc")]
+    #[test]
+    fn test_grow_keeps_allocated_and_unallocated_data() {
+        let mut ring = RingBuffer::new(vec![0u8; 8]);
+        ring.enqueue_slice(b"abcdef");
+        let mut out = [0u8; 4];
+        ring.dequeue_slice(&mut out);
+        ring.enqueue_slice(b"gh");
+        // "efgh" allocated, wrapping; "z" written past it, out of order.
+        ring.write_unallocated(1, b"z");
+        ring.grow(16);
+        assert_eq!(ring.capacity(), 16);
+        assert_eq!(ring.len(), 4);
+        assert_eq!(ring.get_allocated(0, 4), b"efgh");
+        ring.enqueue_unallocated(2);
+        // Index 0 of the old storage still holds the dequeued "a".
+        assert_eq!(ring.get_allocated(4, 2), b"az");
     }
 }

@@ -15,6 +15,11 @@ pub(super) trait Controller {
     /// Returns the number of bytes that can be sent.
     fn window(&self) -> usize;
 
+    /// Whether the window is below the slow start threshold (for the pacing rate).
+    fn in_slow_start(&self) -> bool {
+        false
+    }
+
     /// Set the remote window size.
     fn set_remote_window(&mut self, remote_window: usize) {}
 

@@ -30,6 +30,7 @@ pub struct Cubic {
     // again (RFC 5681 section 3.1).
     in_rto_recovery: bool,
     idle_start: Option<Instant>, // RFC 9438 §4.2: when in-flight last hit 0
+    acked_any: bool, // whether any data was acknowledged (initial window set until then)
 }
 
 impl Cubic {
@@ -48,6 +49,7 @@ impl Cubic {
             in_fast_recovery: false,
             in_rto_recovery: false,
             idle_start: None,
+            acked_any: false,
         };
         cubic.recompute_k();
         cubic
@@ -77,8 +79,14 @@ impl Controller for Cubic {
         self.cwnd
     }
 
+    fn in_slow_start(&self) -> bool {
+        self.cwnd < self.ssthresh
+    }
+
     fn on_ack(&mut self, now: Instant, len: usize, in_flight: usize, rtt: &RttEstimator) {
-        let segment = len.min(self.mss);
+        // Bytes acknowledged, not capped at one MSS: a stretch ACK counts in full.
+        let segment = len;
+        self.acked_any = true;
 
         self.absorb_idle(now);
 
@@ -104,10 +112,12 @@ impl Controller for Cubic {
             self.w_est = self.cwnd as f64;
             return;
         } else if self.cwnd < self.ssthresh {
-            // Slow start: increase `cwnd` by 1 MSS per ACK.
+            // Slow start: increase `cwnd` by the bytes acknowledged (RFC 3465, as Linux
+            // counts packets), not one MSS per ACK: receivers that coalesce (GRO) or delay
+            // ACKs acknowledge many segments at once, which would halve the growth.
             self.cwnd = self
                 .cwnd
-                .saturating_add(segment)
+                .saturating_add(len.min(self.ssthresh - self.cwnd).max(1))
                 .min(self.rwnd)
                 .max(self.mss);
             return;
@@ -232,6 +242,13 @@ impl Controller for Cubic {
 
     fn set_mss(&mut self, mss: usize) {
         self.mss = mss;
+        if !self.acked_any {
+            // RFC 6928: initial window of ten segments (at most max(2 MSS, 14600 bytes)).
+            self.cwnd = (10 * mss).min((2 * mss).max(14600));
+            self.w_max = self.cwnd;
+            self.w_est = self.cwnd as f64;
+            self.cwnd_prior = self.cwnd;
+        }
         self.recompute_k();
     }
 
@@ -479,16 +496,18 @@ mod test {
         assert!(!cubic.in_fast_recovery);
         assert_eq!(cubic.recovery_start, None);
         assert_eq!(cubic.w_max, w_max_before_rto);
+        // Room for the growth below.
+        cubic.ssthresh = MSS * 64;
 
-        // slow start grows by at most the MSS per ack
+        // slow start grows by the bytes acknowledged (a stretch ACK counts in full)
         let initial_cwnd = cubic.window();
         for i in 0..10 {
             let initial_cwnd = cubic.window();
             let now = Instant::from_millis(i);
             ack(&mut cubic, MSS * 2, now);
-            assert_eq!(cubic.window(), initial_cwnd + MSS);
+            assert_eq!(cubic.window(), initial_cwnd + MSS * 2);
         }
-        assert_eq!(cubic.window(), initial_cwnd + MSS * 10);
+        assert_eq!(cubic.window(), initial_cwnd + MSS * 20);
 
         // slow start uses the number of ACKed bytes if they're less than the MSS
         let initial_cwnd = cubic.window();
