@@ -98,10 +98,15 @@ pub struct ProxyArgs {
     #[arg(long, default_value_t = nexd_limits::MAX_FLOWS_PER_RULE, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_flows_per_rule: u64,
 
-    /// Bytes a TCP flow may hold in each direction, also its receive window (K and M suffixes:
-    /// 256K, 4M; 16K to 64M)
+    /// Bytes a TCP flow holds in each direction at first, also its first receive window (K and M
+    /// suffixes: 256K, 4M; 16K to 64M); busy flows grow up to --max-tcp-window
     #[arg(long, default_value = "512K", value_name = "BYTES", value_parser = parse_bytes)]
     pub max_pending_bytes: usize,
+
+    /// Largest TCP window (and buffer) per flow and direction that a flow may grow to as it
+    /// measures the path's bandwidth-delay product (16K to 64M)
+    #[arg(long, default_value = "8M", value_name = "BYTES", value_parser = parse_bytes)]
+    pub max_tcp_window: usize,
 
     /// Seconds without traffic after which a UDP flow is closed
     #[arg(long, default_value_t = 60, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]

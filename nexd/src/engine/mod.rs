@@ -43,9 +43,14 @@ pub struct Tunables {
     pub max_flows: usize,
     /// Open flows through one rule beyond which its new ones are refused.
     pub max_flows_per_rule: usize,
-    /// Bytes a TCP flow may hold in each direction (its smoltcp buffer and window).
+    /// Bytes a TCP flow holds in each direction at first (its smoltcp buffer and window).
     pub max_pending_bytes: usize,
+    /// Largest smoltcp buffer (and window) per direction a busy flow may grow to.
+    pub max_tcp_window: usize,
 }
+
+/// Default for [`Tunables::max_tcp_window`].
+pub const DEFAULT_MAX_TCP_WINDOW: usize = 8 * 1024 * 1024;
 
 /// Default for [`Tunables::max_flows`].
 pub const DEFAULT_MAX_FLOWS: usize = 32768;
@@ -61,6 +66,7 @@ impl Default for Tunables {
             max_flows: DEFAULT_MAX_FLOWS,
             max_flows_per_rule: DEFAULT_MAX_FLOWS_PER_RULE,
             max_pending_bytes: stack::TCP_BUFFER,
+            max_tcp_window: DEFAULT_MAX_TCP_WINDOW,
         }
     }
 }

@@ -81,8 +81,10 @@ pub struct NetStack {
     pub ports: PortAllocator,
     addresses: Vec<IpNet>,
     epoch: Instant,
-    /// Buffer per direction of each new TCP socket: the most a flow holds in each direction.
+    /// Buffer per direction of each new TCP socket at first.
     pub tcp_buffer: usize,
+    /// Largest buffer per direction a TCP socket's autotuning may grow to.
+    pub tcp_window_max: usize,
 }
 
 impl NetStack {
@@ -115,6 +117,7 @@ impl NetStack {
             addresses: addresses.to_vec(),
             epoch,
             tcp_buffer: TCP_BUFFER,
+            tcp_window_max: super::DEFAULT_MAX_TCP_WINDOW,
         }
     }
 
@@ -182,6 +185,9 @@ impl NetStack {
         let rx = tcp::SocketBuffer::new(vec![0; self.tcp_buffer]);
         let tx = tcp::SocketBuffer::new(vec![0; self.tcp_buffer]);
         let mut s = tcp::Socket::new(rx, tx);
+        // Windows grow with the measured bandwidth-delay product, as Linux autotuning does;
+        // idle flows and slow readers keep the initial buffers.
+        s.set_buffer_limits(self.tcp_window_max, self.tcp_window_max);
         s.set_congestion_control(tcp::CongestionControl::Cubic);
         // The host side already coalesces writes; Nagle here only adds latency.
         s.set_nagle_enabled(false);
