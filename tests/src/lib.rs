@@ -29,18 +29,28 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// A port that was free a moment ago on 127.0.0.1 for both TCP and UDP.
+/// A port free on 127.0.0.1 for both TCP and UDP, below the ephemeral range.
+///
+/// Ports come from a block of this process's own (chosen by pid) in 20000-32767, handed out
+/// in turn: a port from the ephemeral range (32768-60999) could be taken by any outgoing
+/// connection on the machine between this check and the daemon's bind.
 pub fn free_port() -> u16 {
-    for _ in 0..100 {
-        let Ok(t) = std::net::TcpListener::bind("127.0.0.1:0") else {
-            continue;
-        };
-        let Ok(addr) = t.local_addr() else { continue };
-        if std::net::UdpSocket::bind(("127.0.0.1", addr.port())).is_ok() {
-            return addr.port();
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const BASE: u32 = 20000;
+    const BLOCK: u32 = 256;
+    const BLOCKS: u32 = (32768 - BASE) / BLOCK;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let block = BASE + (std::process::id() % BLOCKS) * BLOCK;
+    for _ in 0..BLOCK {
+        let i = u32::from(NEXT.fetch_add(1, Ordering::Relaxed)) % BLOCK;
+        let port = (block + i) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
         }
     }
-    panic!("no free port found");
+    panic!("no free port in 127.0.0.1:{block}-{}", block + BLOCK - 1);
 }
 
 /// Whether this process runs as root (needed for namespaces and setpriv).
