@@ -19,6 +19,7 @@ use crate::wire::{
 };
 
 mod congestion;
+mod hystart;
 mod pacer;
 mod scoreboard;
 
@@ -530,6 +531,8 @@ pub struct Socket<'a> {
     scoreboard: scoreboard::Scoreboard,
     /// Spreads data segments over the RTT.
     pacer: pacer::Pacer,
+    /// Ends slow start when the RTT starts to grow.
+    hystart: hystart::HyStart,
     /// End of the current loss episode (snd_nxt when it began), and whether it is a fast
     /// recovery (window already reduced, growth paused) rather than an RTO.
     loss_recovery: Option<(TcpSeqNumber, bool)>,
@@ -638,6 +641,7 @@ impl<'a> Socket<'a> {
             pending_fast_retransmit: false,
             scoreboard: scoreboard::Scoreboard::default(),
             pacer: pacer::Pacer::default(),
+            hystart: hystart::HyStart::default(),
             loss_recovery: None,
             rack_timer: None,
             tlp_at: None,
@@ -1033,6 +1037,7 @@ impl<'a> Socket<'a> {
         self.challenge_ack_timer = Instant::from_secs(0);
         self.scoreboard.clear();
         self.pacer = pacer::Pacer::default();
+        self.hystart = hystart::HyStart::default();
         self.loss_recovery = None;
         self.rack_timer = None;
         self.tlp_at = None;
@@ -2313,6 +2318,13 @@ impl<'a> Socket<'a> {
                 );
                 if let Some(rtt) = outcome.rtt_sample {
                     self.rtte.sample(rtt.total_millis() as u32);
+                    if self.congestion_controller.inner().in_slow_start()
+                        && self.loss_recovery.is_none()
+                        && self.hystart.on_rtt_sample(rtt)
+                    {
+                        net_debug!("hystart: RTT grew, leaving slow start");
+                        self.congestion_controller.inner_mut().exit_slow_start();
+                    }
                     // One source of samples at a time: drop the estimator's own.
                     self.rtte.timestamp = None;
                 } else if !duplicate {
@@ -2325,19 +2337,21 @@ impl<'a> Socket<'a> {
                     self.tlp_pending = false;
                 }
                 let in_recovery = self.loss_recovery.is_some();
-                // Without SACK (or when the peer sends none), fall back to three duplicate
-                // ACKs (RFC 5681) and NewReno partial ACKs (RFC 6582) for the first hole.
-                if self.local_rx_dup_acks == 3
-                    || (duplicate && self.local_rx_dup_acks > 3 && !in_recovery)
-                {
-                    newly_lost |= self.scoreboard.mark_first_lost();
-                }
-                if let Some((end, _)) = self.loss_recovery
-                    && ack_len > 0
-                    && ack_number < end
-                    && repr.sack_ranges[0].is_none()
-                {
-                    newly_lost |= self.scoreboard.mark_first_lost();
+                // Without SACK, fall back to three duplicate ACKs (RFC 5681) and NewReno
+                // partial ACKs (RFC 6582) for the first hole. With SACK, RACK decides: a
+                // count of duplicate ACKs cannot tell reordering from loss.
+                if !self.remote_has_sack {
+                    if self.local_rx_dup_acks == 3
+                        || (duplicate && self.local_rx_dup_acks > 3 && !in_recovery)
+                    {
+                        newly_lost |= self.scoreboard.mark_first_lost();
+                    }
+                    if let Some((end, _)) = self.loss_recovery
+                        && ack_len > 0
+                        && ack_number < end
+                    {
+                        newly_lost |= self.scoreboard.mark_first_lost();
+                    }
                 }
                 let (lost, timer) = self.scoreboard.detect_losses(cx.now(), in_recovery);
                 newly_lost |= lost > 0;
@@ -2574,10 +2588,13 @@ impl<'a> Socket<'a> {
         };
 
         // compare max bytes allowed by cwnd with max bytes allowed by remote
-        let max_send = capped_send_seq.min(self.cwnd_remaining());
+        let cwnd_remaining = self.cwnd_remaining();
+        let max_send = capped_send_seq.min(cwnd_remaining);
 
-        // Can we send at least 1 octet?
-        let mut can_send = max_send != 0;
+        // Can we send at least 1 octet? Not if only the congestion window holds a full
+        // segment back: a runt now would be followed by runts for the rest of the
+        // connection (the window opens by the size of whatever is acknowledged).
+        let mut can_send = max_send != 0 && cwnd_remaining >= capped_send_seq.min(effective_mss);
         // Can we send at least 1 full segment?
         let can_send_full = max_send >= effective_mss;
 

@@ -20,6 +20,9 @@ pub(super) trait Controller {
         false
     }
 
+    /// Ends slow start at the current window (HyStart++ saw the RTT grow).
+    fn exit_slow_start(&mut self) {}
+
     /// Set the remote window size.
     fn set_remote_window(&mut self, remote_window: usize) {}
 

@@ -210,7 +210,9 @@ impl Scoreboard {
     fn on_delivered(&mut self, s: Segment, now: Instant) {
         let rtt = now - s.sent_at;
         if s.is(RETRANSMITTED) && self.min_rtt.is_some_and(|m| rtt < m) {
-            // Possibly the ACK of the original transmission (RFC 8985 step 2): no update.
+            // Acknowledged sooner than any round trip: the original arrived, late. The path
+            // reorders, and that retransmission was spurious (RFC 8985 §6.2 step 2).
+            self.reordering_seen = true;
             return;
         }
         let newer = match (self.rack_xmit, self.rack_end) {
@@ -279,8 +281,13 @@ impl Scoreboard {
         // Selective acknowledgements.
         for &(left, right) in sack.iter().flatten() {
             let (left, right) = (TcpSeqNumber(left as i32), TcpSeqNumber(right as i32));
-            // Ignore D-SACKs (below the cumulative ACK), and blocks that are invalid.
-            if right <= left || left < ack || right > snd_nxt {
+            if right <= left || right > snd_nxt {
+                continue;
+            }
+            if left < ack {
+                // A D-SACK (RFC 2883): a segment arrived twice, so a retransmission was
+                // spurious; the path reorders (RFC 8985 §6.2 step 4).
+                self.reordering_seen = true;
                 continue;
             }
             if self.high_sacked.is_none_or(|h| right > h) {
@@ -327,7 +334,13 @@ impl Scoreboard {
         let min_rtt = self.min_rtt.unwrap_or(self.rack_rtt);
         // RFC 8985 §6.2 step 4: no reordering seen, and already in recovery or with
         // DupThresh segments SACKed: no extra wait.
-        let reo_wnd = if !self.reordering_seen && (in_recovery || self.sacked_bytes > 0) {
+        let sacked_segments = self
+            .segments
+            .iter()
+            .filter(|s| s.is(SACKED))
+            .take(3)
+            .count();
+        let reo_wnd = if !self.reordering_seen && (in_recovery || sacked_segments >= 3) {
             Duration::ZERO
         } else {
             let srtt = self.srtt().unwrap_or(self.rack_rtt);

@@ -83,6 +83,10 @@ impl Controller for Cubic {
         self.cwnd < self.ssthresh
     }
 
+    fn exit_slow_start(&mut self) {
+        self.ssthresh = self.cwnd;
+    }
+
     fn on_ack(&mut self, now: Instant, len: usize, in_flight: usize, rtt: &RttEstimator) {
         // Bytes acknowledged, not capped at one MSS: a stretch ACK counts in full.
         let segment = len;
