@@ -179,15 +179,7 @@ impl NetStack {
 
     /// A new TCP socket with large buffers, tuned for a proxy, in no set yet.
     pub fn tcp_socket(&self) -> tcp::Socket<'static> {
-        let rx = tcp::SocketBuffer::new(vec![0; self.tcp_buffer]);
-        let tx = tcp::SocketBuffer::new(vec![0; self.tcp_buffer]);
-        let mut s = tcp::Socket::new(rx, tx);
-        s.set_congestion_control(tcp::CongestionControl::Cubic);
-        // The host side already coalesces writes; Nagle here only adds latency.
-        s.set_nagle_enabled(false);
-        // Delayed ACKs (10 ms by default) slow every request/response and every close.
-        s.set_ack_delay(None);
-        s
+        tuned_tcp_socket(self.tcp_buffer, self.tcp_buffer)
     }
 
     /// A new UDP socket.
@@ -202,6 +194,19 @@ impl NetStack {
         );
         self.sockets.add(udp::Socket::new(rx, tx))
     }
+}
+
+/// A TCP socket configured as nexd configures every flow's socket (also used by nexd-sim).
+pub fn tuned_tcp_socket(rx_bytes: usize, tx_bytes: usize) -> tcp::Socket<'static> {
+    let rx = tcp::SocketBuffer::new(vec![0; rx_bytes]);
+    let tx = tcp::SocketBuffer::new(vec![0; tx_bytes]);
+    let mut s = tcp::Socket::new(rx, tx);
+    s.set_congestion_control(tcp::CongestionControl::Cubic);
+    // The host side already coalesces writes; Nagle here only adds latency.
+    s.set_nagle_enabled(false);
+    // Delayed ACKs (10 ms by default) slow every request/response and every close.
+    s.set_ack_delay(None);
+    s
 }
 
 fn rand_seed() -> u64 {
