@@ -17,6 +17,7 @@
 //! ```
 
 pub mod device;
+pub mod filters;
 pub mod host;
 pub mod link;
 pub mod pattern;
