@@ -9,6 +9,7 @@ fn main() {
     let only: Vec<String> = std::env::args().skip(1).collect();
     let chosen: Vec<_> = wan::cases()
         .into_iter()
+        .chain(wan::recovery_cases())
         .filter(|c| only.is_empty() || only.iter().any(|n| n == c.name))
         .collect();
     println!(
@@ -51,7 +52,9 @@ fn main() {
         );
     }
     println!();
-    println!("window cap: min(flows × {TCP_BUFFER} B / RTT, path); Mathis: Reno's loss bound per flow × flows.");
+    println!(
+        "window cap: min(flows × {TCP_BUFFER} B / RTT, path); Mathis: Reno's loss bound per flow × flows."
+    );
     for case in &chosen {
         println!("- {}: {}", case.name, case.what);
     }

@@ -1,8 +1,10 @@
 //! The standard WAN cases (issue 11's paths), shared by the tests and the `wan_table` example
 //! so both always measure the same thing.
 
-use crate::link::LinkConfig;
+use crate::filters::{drop_burst, drop_once, drop_syns, drop_times};
+use crate::link::{DropFilter, LinkConfig};
 use crate::scenario::Scenario;
+use crate::sim::{A, B};
 use crate::transfer::FlowSpec;
 use smoltcp::socket::tcp;
 use std::time::Duration;
@@ -30,15 +32,27 @@ pub struct WanCase {
     pub flows: Vec<FlowSpec>,
     /// Virtual time limit.
     pub limit: Duration,
+    /// Hand-placed losses on link A → B and B → A.
+    pub filters: [Option<fn() -> DropFilter>; 2],
 }
 
 impl WanCase {
     /// The case as a runnable scenario with both hosts using `socket`.
     pub fn scenario(&self, socket: impl Fn() -> tcp::Socket<'static> + 'static) -> Scenario {
-        self.flows.iter().fold(
-            Scenario::new(self.a_to_b.clone(), self.b_to_a.clone(), socket),
-            |s, f| s.flow(f.clone()),
-        )
+        let filters = self.filters;
+        self.flows
+            .iter()
+            .fold(
+                Scenario::new(self.a_to_b.clone(), self.b_to_a.clone(), socket),
+                |s, f| s.flow(f.clone()),
+            )
+            .with_sim(move |sim| {
+                for (link, filter) in [A, B].into_iter().zip(filters) {
+                    if let Some(make) = filter {
+                        sim.links[link].set_filter(make());
+                    }
+                }
+            })
     }
 
     /// The bottleneck rate of the data direction, in Mbit/s.
@@ -73,12 +87,23 @@ fn case(name: &'static str, what: &'static str, rtt_ms: u64, l: LinkConfig) -> W
         b_to_a: l.seed(2),
         flows: Vec::new(),
         limit: Duration::from_secs(300),
+        filters: [None, None],
     }
 }
 
 impl WanCase {
     fn flow(mut self, f: FlowSpec) -> Self {
         self.flows.push(f);
+        self
+    }
+
+    fn drop_a_to_b(mut self, f: fn() -> DropFilter) -> Self {
+        self.filters[A] = Some(f);
+        self
+    }
+
+    fn drop_b_to_a(mut self, f: fn() -> DropFilter) -> Self {
+        self.filters[B] = Some(f);
         self
     }
 
@@ -154,7 +179,58 @@ pub fn cases() -> Vec<WanCase> {
     ]
 }
 
-/// The standard case called `name`.
+/// Hand-placed losses on a clean 40 ms path, one recovery mechanism each.
+pub fn recovery_cases() -> Vec<WanCase> {
+    const MIB: u64 = 1 << 20;
+    vec![
+        case(
+            "single_loss",
+            "40 ms RTT; the segment at 1 MiB is lost once",
+            40,
+            link(40),
+        )
+        .flow(FlowSpec::bulk(4 * MIB))
+        .drop_a_to_b(|| drop_once(MIB..MIB + 1)),
+        case(
+            "burst_20",
+            "40 ms RTT; 20 segments in a row from 1 MiB are lost once",
+            40,
+            link(40),
+        )
+        .flow(FlowSpec::bulk(4 * MIB))
+        .drop_a_to_b(|| drop_burst(MIB, 20, MSS)),
+        case(
+            "tail_3",
+            "40 ms RTT; the last 3 segments of 1 MiB are lost once",
+            40,
+            link(40),
+        )
+        .flow(FlowSpec::bulk(MIB))
+        .drop_a_to_b(|| drop_once(MIB - 3 * MSS..MIB)),
+        case(
+            "lost_retx",
+            "40 ms RTT; the segment at 1 MiB and its first retransmission are lost",
+            40,
+            link(40),
+        )
+        .flow(FlowSpec::bulk(4 * MIB))
+        .drop_a_to_b(|| drop_times(MIB..MIB + 1, 2)),
+        case(
+            "lost_syns",
+            "40 ms RTT; the first SYN and the first SYN-ACK are lost",
+            40,
+            link(40),
+        )
+        .flow(FlowSpec::bulk(MIB))
+        .drop_a_to_b(|| drop_syns(1))
+        .drop_b_to_a(|| drop_syns(1)),
+    ]
+}
+
+/// The standard or recovery case called `name`.
 pub fn by_name(name: &str) -> Option<WanCase> {
-    cases().into_iter().find(|c| c.name == name)
+    cases()
+        .into_iter()
+        .chain(recovery_cases())
+        .find(|c| c.name == name)
 }
