@@ -182,18 +182,7 @@ impl NetStack {
 
     /// A new TCP socket with large buffers, tuned for a proxy, in no set yet.
     pub fn tcp_socket(&self) -> tcp::Socket<'static> {
-        let rx = tcp::SocketBuffer::new(vec![0; self.tcp_buffer]);
-        let tx = tcp::SocketBuffer::new(vec![0; self.tcp_buffer]);
-        let mut s = tcp::Socket::new(rx, tx);
-        // Windows grow with the measured bandwidth-delay product, as Linux autotuning does;
-        // idle flows and slow readers keep the initial buffers.
-        s.set_buffer_limits(self.tcp_window_max, self.tcp_window_max);
-        s.set_congestion_control(tcp::CongestionControl::Cubic);
-        // The host side already coalesces writes; Nagle here only adds latency.
-        s.set_nagle_enabled(false);
-        // Delayed ACKs (10 ms by default) slow every request/response and every close.
-        s.set_ack_delay(None);
-        s
+        tuned_tcp_socket(self.tcp_buffer, self.tcp_window_max)
     }
 
     /// A new UDP socket.
@@ -208,6 +197,23 @@ impl NetStack {
         );
         self.sockets.add(udp::Socket::new(rx, tx))
     }
+}
+
+/// A TCP socket configured as nexd configures every flow's socket (also used by nexd-sim):
+/// `buffer` octets per direction at first, growing with the path up to `window_max`.
+pub fn tuned_tcp_socket(buffer: usize, window_max: usize) -> tcp::Socket<'static> {
+    let rx = tcp::SocketBuffer::new(vec![0; buffer]);
+    let tx = tcp::SocketBuffer::new(vec![0; buffer]);
+    let mut s = tcp::Socket::new(rx, tx);
+    // Windows grow with the measured bandwidth-delay product, as Linux autotuning does;
+    // idle flows and slow readers keep the initial buffers.
+    s.set_buffer_limits(window_max, window_max);
+    s.set_congestion_control(tcp::CongestionControl::Cubic);
+    // The host side already coalesces writes; Nagle here only adds latency.
+    s.set_nagle_enabled(false);
+    // Delayed ACKs (10 ms by default) slow every request/response and every close.
+    s.set_ack_delay(None);
+    s
 }
 
 fn rand_seed() -> u64 {
