@@ -238,6 +238,12 @@ impl TcpFlow {
             return (progress, FlowState::Done);
         }
         if socket.state() == State::Closed {
+            if self.remote_fin && self.to_host.is_some() && socket.recv_queue() > 0 {
+                // Both FINs are acknowledged (LAST-ACK → CLOSED) but the host writer has not
+                // taken everything yet: smoltcp still hands out what its buffer holds. Closing
+                // now would drop those bytes and reset the host connection.
+                return (progress, FlowState::Open);
+            }
             if !self.remote_fin {
                 // Closed without the peer's FIN: a reset or a timeout. Reset the host side.
                 self.shared.graceful.store(false, Ordering::SeqCst);
