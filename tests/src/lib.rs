@@ -11,6 +11,8 @@ pub mod procstat;
 pub mod reflection;
 pub mod status;
 pub mod traffic;
+pub mod wan;
+pub mod wan_relay;
 pub mod wg_world;
 
 use std::time::{Duration, Instant};

@@ -3,6 +3,7 @@
 
 use crate::free_port;
 use crate::nexd::{config, Keypair, Launch, Nexd, PeerSpec, Scratch};
+use crate::wan::{Ends, Path, Relay};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -33,6 +34,8 @@ pub struct Pair {
     pub b: Node,
     /// Where everything lives.
     pub scratch: Scratch,
+    /// The WAN between the two, if any ([`Pair::new_via`]).
+    pub relay: Option<Relay>,
 }
 
 fn node_dir(scratch: &Scratch, name: &str) -> PathBuf {
@@ -48,18 +51,42 @@ fn node_dir(scratch: &Scratch, name: &str) -> PathBuf {
 impl Pair {
     /// Writes both configs; `b_knows_a` = whether B's config lists A as a peer.
     pub fn new(b_knows_a: bool) -> Pair {
+        Self::new_with(b_knows_a, None)
+    }
+
+    /// Both nodes knowing each other, with a WAN relay on loopback between their WireGuard
+    /// endpoints, impaired as `path`.
+    pub fn new_via(path: &Path) -> Pair {
+        Self::new_with(true, Some(path))
+    }
+
+    fn new_with(b_knows_a: bool, path: Option<&Path>) -> Pair {
         let scratch = Scratch::new();
         let (ka, kb) = (Keypair::generate(), Keypair::generate());
         let (pa, pb) = (free_port(), free_port());
+        let local = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let relay = path.map(|p| {
+            let ends = Ends {
+                listen_a: local(0),
+                listen_b: local(0),
+                peer_b: local(pb),
+                peer_a: Some(local(pa)),
+            };
+            Relay::start(None, &ends, p).expect("wan relay")
+        });
+        let (a_to_b, b_to_a) = match &relay {
+            Some(r) => (r.a, r.b),
+            None => (local(pb), local(pa)),
+        };
         let a_peer = [PeerSpec {
             public: &kb.public,
             allowed_ips: "100.100.0.2/32, fd00::2/128",
-            endpoint: Some(format!("127.0.0.1:{pb}")),
+            endpoint: Some(a_to_b.to_string()),
         }];
         let b_peer = [PeerSpec {
             public: &ka.public,
             allowed_ips: "100.100.0.1/32, fd00::1/128",
-            endpoint: Some(format!("127.0.0.1:{pa}")),
+            endpoint: Some(b_to_a.to_string()),
         }];
         let ca = scratch.write(
             "a.conf",
@@ -88,7 +115,12 @@ impl Pair {
         };
         let a = mk("a", ca, ka, pa);
         let b = mk("b", cb, kb, pb);
-        Pair { a, b, scratch }
+        Pair {
+            a,
+            b,
+            scratch,
+            relay,
+        }
     }
 }
 

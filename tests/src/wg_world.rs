@@ -4,6 +4,8 @@
 
 use crate::netns::{self, NetPair, WgGoPeer};
 use crate::nexd::{config, workspace_bin, Keypair, Launch, Nexd, PeerSpec, Scratch};
+use crate::wan::{Ends, Path, Relay};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -15,6 +17,10 @@ pub const PEER_ADDR: &str = "100.100.0.2";
 pub const NEXD_WG_PORT: u16 = 51820;
 /// wireguard-go's WireGuard port (inside namespace B).
 pub const PEER_WG_PORT: u16 = 51821;
+/// The WAN relay's side A (nexd's side) port, on B's veth address.
+pub const RELAY_A_PORT: u16 = 51830;
+/// The WAN relay's side B (wireguard-go's side) port, on B's loopback.
+pub const RELAY_B_PORT: u16 = 51831;
 
 /// nexd in `net.a`, wireguard-go in `net.b`.
 pub struct WgWorld {
@@ -22,6 +28,9 @@ pub struct WgWorld {
     pub nexd: Nexd,
     /// The running wireguard-go peer (None while stopped).
     pub peer: Option<WgGoPeer>,
+    /// The WAN between the two, when there is one (declared before `net`: fields drop in
+    /// order, and the relay must stop before its namespace goes).
+    pub relay: Option<Relay>,
     /// Namespaces and veth link.
     pub net: NetPair,
     /// Files.
@@ -34,6 +43,8 @@ pub struct WgWorld {
     pub socket: PathBuf,
     /// What wireguard-go routes to nexd (its AllowedIPs for nexd).
     peer_allowed: String,
+    /// Where wireguard-go sends to reach nexd (nexd itself, or the relay).
+    peer_endpoint: String,
 }
 
 impl WgWorld {
@@ -41,6 +52,18 @@ impl WgWorld {
     /// (after printing SKIPPED) when namespaces or wireguard-go are unavailable.
     /// `peer_allowed` is wireguard-go's AllowedIPs for nexd (at least `100.100.0.1/32`).
     pub fn start(test: &str, rules: &[String], peer_allowed: &str) -> Option<WgWorld> {
+        Self::start_via(test, rules, peer_allowed, None)
+    }
+
+    /// As [`WgWorld::start`], with a WAN relay impaired as `path` (when given) between the
+    /// two WireGuard endpoints. The relay runs in namespace B: nexd sends to it over the
+    /// veth, it forwards to wireguard-go over B's loopback, and back.
+    pub fn start_via(
+        test: &str,
+        rules: &[String],
+        peer_allowed: &str,
+        path: Option<&Path>,
+    ) -> Option<WgWorld> {
         if let Some(why) = netns::unavailable() {
             crate::skip(test, &why);
             return None;
@@ -48,6 +71,25 @@ impl WgWorld {
         let scratch = Scratch::new();
         let net = NetPair::create().expect("namespaces");
         let (nexd_keys, peer_keys) = (Keypair::generate(), Keypair::generate());
+        let sa = |ip: &str, port: u16| -> SocketAddr {
+            format!("{ip}:{port}").parse().expect("socket address")
+        };
+        let relay = path.map(|p| {
+            let ends = Ends {
+                listen_a: sa(&net.b_addr, RELAY_A_PORT),
+                listen_b: sa("127.0.0.1", RELAY_B_PORT),
+                peer_b: sa("127.0.0.1", PEER_WG_PORT),
+                peer_a: Some(sa(&net.a_addr, NEXD_WG_PORT)),
+            };
+            Relay::start(Some(&net.b), &ends, p).expect("wan relay")
+        });
+        let (nexd_endpoint, peer_endpoint) = match &relay {
+            Some(r) => (r.a.to_string(), r.b.to_string()),
+            None => (
+                format!("{}:{PEER_WG_PORT}", net.b_addr),
+                format!("{}:{NEXD_WG_PORT}", net.a_addr),
+            ),
+        };
         let conf = scratch.write(
             "nexd.conf",
             &config(
@@ -57,7 +99,7 @@ impl WgWorld {
                 &[PeerSpec {
                     public: &peer_keys.public,
                     allowed_ips: &format!("{PEER_ADDR}/32"),
-                    endpoint: Some(format!("{}:{PEER_WG_PORT}", net.b_addr)),
+                    endpoint: Some(nexd_endpoint),
                 }],
             ),
         );
@@ -90,12 +132,14 @@ impl WgWorld {
         let mut w = WgWorld {
             nexd,
             peer: None,
+            relay,
             net,
             scratch,
             nexd_keys,
             peer_keys,
             socket,
             peer_allowed: peer_allowed.to_string(),
+            peer_endpoint,
         };
         w.start_peer();
         Some(w)
@@ -111,7 +155,7 @@ impl WgWorld {
             PEER_WG_PORT,
             &self.nexd_keys.public,
             &self.peer_allowed,
-            &format!("{}:{NEXD_WG_PORT}", self.net.a_addr),
+            &self.peer_endpoint,
         )
         .expect("wireguard-go");
         self.peer = Some(peer);

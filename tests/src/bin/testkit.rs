@@ -13,7 +13,8 @@ fn usage() -> ExitCode {
          conn-rate ADDR THREADS SECONDS | rtt ADDR COUNT SIZE | hold-server ADDR | hold-conns ADDR N | \
          firehose ADDR | slow-read ADDR SECONDS KBPS | paced-echo-check ADDR BYTES SEED KBPS | \
          udp-probe SRC DST COUNT | tcp-probe SRC DST SECONDS | \
-         tcp-load ADDR CONNS BYTES SEED"
+         tcp-load ADDR CONNS BYTES SEED | udp-flood SINK DST SECONDS SIZE MBIT | {}",
+        nexd_e2e::wan_relay::USAGE
     );
     ExitCode::from(64)
 }
@@ -173,6 +174,10 @@ fn run(args: &[String]) -> Result<(), String> {
         [cmd, src, dst, count] if cmd == "udp-probe" => udp_probe(src, dst, count),
         [cmd, src, dst, secs] if cmd == "tcp-probe" => tcp_probe(src, dst, secs),
         [cmd, a, conns, bytes, seed] if cmd == "tcp-load" => tcp_load(a, conns, bytes, seed),
+        [cmd, rest @ ..] if cmd == "wan-relay" => nexd_e2e::wan_relay::cli::main(rest),
+        [cmd, sink, dst, secs, size, mbit] if cmd == "udp-flood" => {
+            nexd_e2e::wan_relay::flood::main(sink, dst, secs, size, mbit)
+        }
         _ => Err(String::new()),
     }
 }
