@@ -82,6 +82,8 @@ struct Engine {
     syn_guard: SynGuard,
     /// Flows closed since freed memory was last returned to the OS.
     closed_since_trim: usize,
+    /// Bytes by which TCP buffers have grown beyond their first size, over all flows.
+    tcp_grown: usize,
     egress_udp: HashMap<FlowId, EgressUdpFlow>,
     egress_udp_index: HashMap<(u16, SocketAddr), FlowId>,
     ingress_udp: HashMap<FlowId, IngressUdpFlow>,
@@ -227,6 +229,7 @@ fn run_on_own_runtime(
             timers: BinaryHeap::new(),
             refusing: Vec::new(),
             closed_since_trim: 0,
+            tcp_grown: 0,
             syn_guard: SynGuard::default(),
             egress_udp: HashMap::new(),
             egress_udp_index: HashMap::new(),
@@ -563,6 +566,13 @@ impl Engine {
             flow.dirty = false;
             let mut changed = self.stack.poll_flow(&mut flow.set, &mut flow.rx);
             let (moved, state) = flow.service();
+            // Keep the sum of grown buffers under the budget: past it, no flow grows more.
+            let grown = flow.buffer_growth();
+            if grown != flow.grown {
+                self.tcp_grown = self.tcp_grown + grown - flow.grown;
+                flow.grown = grown;
+            }
+            flow.allow_growth(self.tcp_grown < super::stack::TCP_GROWTH_BUDGET);
             if moved {
                 // Send what the service queued, and look again next round.
                 changed |= self.stack.poll_flow(&mut flow.set, &mut flow.rx);
@@ -587,6 +597,7 @@ impl Engine {
         for id in done {
             if let Some(flow) = self.tcp_flows.remove(&id) {
                 self.closed_since_trim += 1;
+                self.tcp_grown -= flow.grown;
                 self.tcp_index.remove(&flow.tuple);
                 if let Some(t) = &flow.ingress_tuple {
                     self.syn_guard.remove(t);

@@ -14,6 +14,9 @@ use std::time::Instant;
 /// single-stream throughput at window / RTT. Pages are touched only when used, so idle
 /// connections cost little resident memory.
 pub const TCP_BUFFER: usize = 512 * 1024;
+/// The most TCP buffers may grow in all (autotuning beyond the first `TCP_BUFFER`s), so many
+/// busy flows cannot take the host's memory: 16 flows at 8 MiB each way.
+pub const TCP_GROWTH_BUDGET: usize = 256 * 1024 * 1024;
 /// UDP socket buffers: packet slots and payload bytes.
 const UDP_SLOTS: usize = 256;
 const UDP_PAYLOAD: usize = 512 * 1024;

@@ -37,6 +37,10 @@ pub struct TcpFlow {
     pub origin: Option<super::rules::FlowOrigin>,
     /// Ingress only: the connection's 4-tuple, guarded against duplicate SYNs while it lives.
     pub ingress_tuple: Option<super::syn_guard::Tuple>,
+    /// Buffer bytes (both directions) the socket has grown by beyond its first buffers, as
+    /// last counted in the engine's memory budget.
+    pub grown: usize,
+    initial_buffers: usize,
     /// Bytes for the host writer. `None` before the host side exists (ingress dialing)
     /// and after the remote side finished.
     to_host: Option<mpsc::Sender<Bytes>>,
@@ -68,6 +72,7 @@ impl TcpFlow {
         local: Option<(IpAddr, u16)>,
         dest: SocketAddr,
     ) -> Self {
+        let (rx, tx) = socket.buffer_capacities();
         let mut set = SocketSet::new(Vec::with_capacity(1));
         let handle = set.add(socket);
         TcpFlow {
@@ -81,6 +86,8 @@ impl TcpFlow {
             dest,
             origin: None,
             ingress_tuple: None,
+            grown: 0,
+            initial_buffers: rx + tx,
             to_host: None,
             pending: VecDeque::new(),
             credits: Arc::new(Semaphore::new(super::host::HOST_CREDITS)),
@@ -114,6 +121,19 @@ impl TcpFlow {
     /// The flow's socket.
     pub fn socket(&self) -> &Socket<'static> {
         self.set.get::<Socket>(self.handle)
+    }
+
+    /// Buffer bytes the socket has grown by beyond its first buffers (autotuning).
+    pub fn buffer_growth(&self) -> usize {
+        let (rx, tx) = self.socket().buffer_capacities();
+        (rx + tx).saturating_sub(self.initial_buffers)
+    }
+
+    /// Allows or pauses the socket's buffer growth (the engine's memory budget).
+    pub fn allow_growth(&mut self, allowed: bool) {
+        self.set
+            .get_mut::<Socket>(self.handle)
+            .set_buffer_growth(allowed);
     }
 
     /// Aborts: RST to the tunnel side, reset to the host side.

@@ -548,6 +548,8 @@ pub struct Socket<'a> {
     tx_limit: usize,
     /// Receive autotuning: start of the current RTT-long period and octets received in it.
     rcv_measure: Option<(Instant, usize)>,
+    /// Whether autotuning may grow the buffers now (see `set_buffer_growth`).
+    buffer_growth: bool,
 
     /// Duration for Delayed ACK. If None no ACKs will be delayed.
     ack_delay: Option<Duration>,
@@ -649,6 +651,7 @@ impl<'a> Socket<'a> {
             rx_limit: 0,
             tx_limit: 0,
             rcv_measure: None,
+            buffer_growth: true,
             ack_delay: Some(ACK_DELAY_DEFAULT),
             ack_delay_timer: AckDelayTimer::Idle,
             challenge_ack_timer: Instant::from_secs(0),
@@ -690,6 +693,12 @@ impl<'a> Socket<'a> {
         self.remote_win_shift = rx_cap_log2.saturating_sub(16) as u8;
     }
 
+    /// Allows or pauses buffer growth, e.g. while the application's memory budget for
+    /// buffers is spent. Buffers never shrink; the window scale is not affected.
+    pub fn set_buffer_growth(&mut self, allowed: bool) {
+        self.buffer_growth = allowed;
+    }
+
     /// Capacity of the receive and send buffers (they grow with autotuning).
     pub fn buffer_capacities(&self) -> (usize, usize) {
         (self.rx_buffer.capacity(), self.tx_buffer.capacity())
@@ -701,7 +710,7 @@ impl<'a> Socket<'a> {
         #[cfg(feature = "alloc")]
         {
             let cap = self.rx_buffer.capacity();
-            if self.rx_limit <= cap {
+            if self.rx_limit <= cap || !self.buffer_growth {
                 return;
             }
             let rtt = self
@@ -733,7 +742,11 @@ impl<'a> Socket<'a> {
         {
             let cap = self.tx_buffer.capacity();
             let cwnd = self.congestion_controller.inner().window();
-            if self.tx_limit > cap && self.tx_buffer.len() * 4 >= cap * 3 && cwnd * 2 > cap {
+            if self.buffer_growth
+                && self.tx_limit > cap
+                && self.tx_buffer.len() * 4 >= cap * 3
+                && cwnd * 2 > cap
+            {
                 let new = (cap * 2).min(self.tx_limit);
                 tcp_trace!("autotuning: send buffer {} -> {}", cap, new);
                 self.tx_buffer.grow(new);
