@@ -208,6 +208,14 @@ fn bad_allow_peer_input_is_rejected_with_one_line() {
     );
     assert_eq!(code, Some(64), "{err}");
     assert!(err.contains("16K to 64M"), "{err}");
+    for bad in ["1G", "8X", "-1"] {
+        let (code, err) = run_to_exit(
+            &["proxy", "--config", &conf, "--max-tcp-window", bad],
+            Duration::from_secs(10),
+        );
+        assert_eq!(code, Some(64), "--max-tcp-window {bad}: {err}");
+        assert!(err.contains("--max-tcp-window"), "{err}");
+    }
 }
 
 #[test]
