@@ -9,7 +9,7 @@
 # and loss at 1392-byte payloads, CPU seconds per GB moved, RSS idle, with CONNS idle
 # connections and under a slow reader for SLOW seconds. Medians of RUNS runs of SECS seconds.
 #   onetun runs last SECS=ONETUN_SECS (2) and get a fresh onetun per figure (see bench/paths.sh).
-#   bench/run.sh                            full run, prints the table (about 17 minutes)
+#   bench/run.sh                            full run, prints the table (about 24 minutes)
 #   OUT=docs/benchmarks.md bench/run.sh     also writes the table and docs/benchmarks.png
 #   bench/run.sh --smoke                    nexd <-> nexd only, debug build, ~30 s; exit 1 if a
 #                                           figure is missing or a connection failed
