@@ -10,8 +10,13 @@ client() { local ns=$1 lim=$2; shift 2; in_ns "$ns" timeout -k 5 "$lim" "$@"; }
 iperf_mbits() { jq -r 'select(.end.sum_received != null) | .end.sum_received.bits_per_second / 1e6 | floor' 2>/dev/null || true; }
 iperf_tcp() { # ns host port [extra] -> median receiver Mbit/s over RUNS runs
   local ns=$1 host=$2 port=$3; shift 3
+  local out v
   for _ in $(seq "$RUNS"); do
-    client "$ns" $((SECS + 30)) iperf3 -c "$host" -p "$port" -t "$SECS" -J --connect-timeout 5000 "$@" 2>/dev/null | iperf_mbits || true
+    out=$(client "$ns" $((SECS + 30)) iperf3 -c "$host" -p "$port" -t "$SECS" -J --connect-timeout 5000 "$@" 2>/dev/null || true)
+    v=$(iperf_mbits <<<"$out")
+    if [ -n "$v" ]; then echo "$v"; else
+      echo "iperf3 -c $host -p $port $*: $(jq -r '.error // empty' <<<"$out" 2>/dev/null || true) (no figure)" >&2
+    fi
   done | median
 }
 # iperf3 UDP at a rate -> "Mbit/s loss%" as seen by the receiver; nothing when it failed.
@@ -62,6 +67,14 @@ phase() { echo "$1" >"$work/phase"; "${ON_PHASE:-:}"; }
 field() { sed -n "s/.*$1=\\([0-9]*\\).*/\\1/p"; }
 
 declare -A R
+# ratio A B -> " (A/Bx)" when both are numbers
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b+0>0) printf " (%.2fx)", a/b; }'; }
+# target NAME VALUE OP LIMIT : one line "- [x] NAME: VALUE OP LIMIT"
+target() {
+  local ok
+  ok=$(awk -v a="$2" -v b="$4" -v op="$3" 'BEGIN{ if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/) print "?"; else if ((op==">=" && a+0>=b+0) || (op=="<=" && a+0<=b+0)) print "x"; else print " " }')
+  echo "- [$ok] $1: $2 $3 $4"
+}
 # measure LABEL NS HOST IPERF_PORT ECHO_PORT HOLD_PORT 'PIDS(cpu/rss)' FIREHOSE_PORT
 # PIDS may name variables ('$onetun $wg_b'): they are read again before each use.
 measure() {
@@ -171,4 +184,21 @@ nexd_pair_up() {
     --egress tcp:15303:100.100.0.2:7 --egress tcp:15304:100.100.0.2:9 --egress tcp:15305:100.100.0.2:19 2>"$work/a.log"
   nexd_a=$!
   wait_log "$work/a.log" "nexd proxy running"; wait_log "$work/b.log" "nexd proxy running"
+}
+
+# tun_up KIND NS IFACE PRIVATE ADDR PORT PEER_PUB PEER_ALLOWED PEER_ENDPOINT -> TUN_PID
+# KIND wggo or bt: a userspace WireGuard TUN device configured over its UAPI socket by `wg`.
+tun_up() {
+  local kind=$1 ns=$2 ifc=$3
+  if [ "$kind" = wggo ]; then
+    WG_PROCESS_FOREGROUND=1 ip netns exec "$ns" wireguard-go -f "$ifc" >"$work/$ifc.log" 2>&1 &
+  else
+    ip netns exec "$ns" "$BORINGTUN" --foreground --disable-drop-privileges --log "$work/$ifc.log" "$ifc" >/dev/null 2>&1 &
+  fi
+  TUN_PID=$!; pids+=($TUN_PID)
+  wait_sock "/var/run/wireguard/$ifc.sock"
+  echo "$4" >"$work/$ifc.key"
+  ip netns exec "$ns" wg set "$ifc" private-key "$work/$ifc.key" listen-port "$6" peer "$7" allowed-ips "$8" endpoint "$9"
+  ip -n "$ns" addr add "$5" dev "$ifc"; ip -n "$ns" link set "$ifc" mtu 1420 up
+  ip -n "$ns" route add "$8" dev "$ifc" 2>/dev/null || true
 }

@@ -23,23 +23,6 @@ servers_down() { stop "${srv[@]}"; }
 hold_restart1() { stop "${srv[2]}"; ready_bg "$work/hold1" ip netns exec $nsb "$tk" hold-server 0.0.0.0:9; srv[2]=$!; }
 AFTER_HOLD=hold_restart1
 
-# tun_up KIND NS IFACE PRIVATE ADDR PORT PEER_PUB PEER_ALLOWED PEER_ENDPOINT -> TUN_PID
-# KIND wggo or bt: a userspace WireGuard TUN device configured over its UAPI socket by `wg`.
-tun_up() {
-  local kind=$1 ns=$2 ifc=$3
-  if [ "$kind" = wggo ]; then
-    WG_PROCESS_FOREGROUND=1 ip netns exec "$ns" wireguard-go -f "$ifc" >"$work/$ifc.log" 2>&1 &
-  else
-    ip netns exec "$ns" "$BORINGTUN" --foreground --disable-drop-privileges --log "$work/$ifc.log" "$ifc" >/dev/null 2>&1 &
-  fi
-  TUN_PID=$!; pids+=($TUN_PID)
-  wait_sock "/var/run/wireguard/$ifc.sock"
-  echo "$4" >"$work/$ifc.key"
-  ip netns exec "$ns" wg set "$ifc" private-key "$work/$ifc.key" listen-port "$6" peer "$7" allowed-ips "$8" endpoint "$9"
-  ip -n "$ns" addr add "$5" dev "$ifc"; ip -n "$ns" link set "$ifc" mtu 1420 up
-  ip -n "$ns" route add "$8" dev "$ifc" 2>/dev/null || true
-}
-
 # --- wireguard-go <-> wireguard-go ------------------------------------------------------------
 read -r p1 k1 < <("$tk" genkey); read -r p2 k2 < <("$tk" genkey)
 tun_up wggo $nsa wga$tag "$p1" 100.101.0.1/32 51901 "$k2" 100.101.0.2/32 10.198.0.2:51902; wg_a=$TUN_PID

@@ -3,7 +3,6 @@
 # and the hand-written rest is kept; the chart goes next to it as <OUT without .md>.png.
 
 PATH_KEYS=(direct nexd-nexd nexd-wggo wggo-wggo bt-bt onetun-wggo)
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b+0>0) printf " (%.2fx)", a/b; }'; }
 table() {
   echo "| figure | direct loopback | nexd ↔ nexd | nexd ↔ wireguard-go | wireguard-go ↔ wireguard-go | boringtun ↔ boringtun | onetun → wireguard-go |"
   echo "|---|---|---|---|---|---|---|"
@@ -32,12 +31,6 @@ table() {
   row "RSS with $CONNS idle TCP connections, MiB" rssn
   row "TCP 1 stream forward with $CONNS idle connections open, Mbit/s" busy
   row "RSS min–max over ${SLOW}s, reader at 256 KiB/s from a fast sender, MiB" slow
-}
-# target NAME VALUE OP LIMIT : one line "- [x] NAME: VALUE OP LIMIT"
-target() {
-  local ok
-  ok=$(awk -v a="$2" -v b="$4" -v op="$3" 'BEGIN{ if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/) print "?"; else if ((op==">=" && a+0>=b+0) || (op=="<=" && a+0<=b+0)) print "x"; else print " " }')
-  echo "- [$ok] $1: $2 $3 $4"
 }
 mul() { awk -v a="$1" -v m="$2" 'BEGIN{ if (a ~ /^[0-9.]+$/) printf "%g", a*m; else print "-" }'; }
 targets() {

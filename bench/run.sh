@@ -9,18 +9,24 @@
 # and loss at 1392-byte payloads, CPU seconds per GB moved, RSS idle, with CONNS idle
 # connections and under a slow reader for SLOW seconds. Medians of RUNS runs of SECS seconds.
 #   onetun runs last SECS=ONETUN_SECS (2) and get a fresh onetun per figure (see bench/paths.sh).
-#   bench/run.sh                            full run, prints the table (about 17 minutes)
+#   bench/run.sh                            full run, prints the table (about 24 minutes)
 #   OUT=docs/benchmarks.md bench/run.sh     also writes the table and docs/benchmarks.png
 #   bench/run.sh --smoke                    nexd <-> nexd only, debug build, ~30 s; exit 1 if a
 #                                           figure is missing or a connection failed
 #   bench/run.sh --nexd                     nexd <-> nexd only, release build, every figure
 #                                           (a few minutes): for trying a change quickly
+#   bench/run.sh --wan                      the WAN rows only (bench/wan.sh: a userspace relay
+#                                           with delay, loss and a bottleneck between the
+#                                           WireGuard endpoints), release build, ~6 minutes;
+#                                           with OUT set, replaces only OUT's WAN section
+# A full run ends with the WAN rows too (about 6 minutes more).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
-SMOKE=0 NEXD_ONLY=0
+SMOKE=0 NEXD_ONLY=0 WAN_ONLY=0
 [ "${1:-}" = --smoke ] && SMOKE=1
 [ "${1:-}" = --nexd ] && NEXD_ONLY=1
+[ "${1:-}" = --wan ] && WAN_ONLY=1
 [ "$(id -u)" -eq 0 ] || { echo "bench/run.sh needs root (network namespaces)"; exit 1; }
 source bench/lib.sh
 source bench/tools.sh
@@ -31,7 +37,7 @@ if [ $SMOKE = 1 ]; then
   bin=$PWD/target/debug
 else
   SECS=${SECS:-5} RUNS=${RUNS:-3} CONNS=${CONNS:-10000} SLOW=${SLOW:-30} OUT=${OUT:-}
-  tools_install
+  [ $WAN_ONLY = 1 ] || tools_install
   cargo build --release --workspace --bins -q
   bin=$PWD/target/release
 fi
@@ -53,6 +59,12 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 143' TERM INT
+
+if [ $WAN_ONLY = 1 ]; then
+  source bench/wan.sh
+  source bench/wan_report.sh
+  exit 0
+fi
 
 # --- direct loopback: servers in the root namespace ------------------------------------------
 start_bg iperf3 -s -p 15301 -B 127.0.0.1 >/dev/null 2>&1
@@ -87,3 +99,5 @@ fi
 
 source bench/paths.sh
 source bench/report.sh
+source bench/wan.sh
+source bench/wan_report.sh

@@ -49,6 +49,24 @@ pub fn tcp_echo_server(listener: TcpListener) {
     });
 }
 
+/// TCP server that reads `len` bytes from each connection, writes them back and closes
+/// first (the server side then holds the 4-tuple in TIME-WAIT, as an HTTP server with
+/// `Connection: close` does). Runs on background threads for the life of the process.
+pub fn tcp_reply_close_server(listener: TcpListener, len: usize) {
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { continue };
+            thread::spawn(move || {
+                let mut buf = vec![0u8; len];
+                let _ = c.set_read_timeout(Some(Duration::from_secs(30)));
+                if c.read_exact(&mut buf).is_ok() {
+                    let _ = c.write_all(&buf);
+                }
+            });
+        }
+    });
+}
+
 /// A TCP listener with a backlog of 4,096. std's 128 overflows when a proxy dials hundreds
 /// of connections at once; the server side then resets some of them (seen as resets
 /// through nexd in the 1,000-connection tests once nexd dialed fast enough).
@@ -180,33 +198,65 @@ pub struct RateResult {
     pub failed: u64,
     /// Wall time.
     pub elapsed: Duration,
+    /// The longest any one connection took, from connect to the echo's end (or failure).
+    pub slowest: Duration,
+    /// Connections that took longer than 500 ms.
+    pub over_500ms: u64,
+}
+
+/// Who closes a short connection first, and so holds its 4-tuple in TIME-WAIT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Closer {
+    /// The client half-closes after its request; the echo server closes after it.
+    Client,
+    /// The server closes after its reply ([`tcp_reply_close_server`]); the client's next
+    /// connection from the same port meets the server's TIME-WAIT.
+    Server,
 }
 
 /// Opens short-lived connections to an echo server from `threads` threads for `duration`:
-/// each sends 32 bytes, half-closes and must read the same 32 bytes back.
-pub fn connection_rate(addr: SocketAddr, threads: usize, duration: Duration) -> RateResult {
+/// each sends 32 bytes and must read the same 32 bytes back, then EOF. With
+/// [`Closer::Client`] it half-closes after writing (for [`tcp_echo_server`]); with
+/// [`Closer::Server`] it waits for the server to close (for [`tcp_reply_close_server`]).
+pub fn connection_rate(
+    addr: SocketAddr,
+    threads: usize,
+    duration: Duration,
+    closer: Closer,
+) -> RateResult {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
+    let slowest_us = Arc::new(AtomicU64::new(0));
+    let over = Arc::new(AtomicU64::new(0));
     let start = std::time::Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|t| {
             let (ok, failed) = (ok.clone(), failed.clone());
+            let (slowest_us, over) = (slowest_us.clone(), over.clone());
             thread::spawn(move || {
                 let mut i = 0u64;
                 while start.elapsed() < duration {
                     let msg = payload(32, (t as u64) << 32 | i);
                     i += 1;
+                    let began = std::time::Instant::now();
                     let r = (|| -> std::io::Result<bool> {
                         let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
                         c.set_read_timeout(Some(Duration::from_secs(5)))?;
                         c.write_all(&msg)?;
-                        c.shutdown(Shutdown::Write)?;
+                        if closer == Closer::Client {
+                            c.shutdown(Shutdown::Write)?;
+                        }
                         let mut got = Vec::with_capacity(32);
                         c.read_to_end(&mut got)?;
                         Ok(got == msg)
                     })();
+                    let took = began.elapsed();
+                    slowest_us.fetch_max(took.as_micros() as u64, Ordering::Relaxed);
+                    if took > Duration::from_millis(500) {
+                        over.fetch_add(1, Ordering::Relaxed);
+                    }
                     match r {
                         Ok(true) => ok.fetch_add(1, Ordering::Relaxed),
                         _ => failed.fetch_add(1, Ordering::Relaxed),
@@ -222,6 +272,8 @@ pub fn connection_rate(addr: SocketAddr, threads: usize, duration: Duration) -> 
         ok: ok.load(Ordering::Relaxed),
         failed: failed.load(Ordering::Relaxed),
         elapsed: start.elapsed(),
+        slowest: Duration::from_micros(slowest_us.load(Ordering::Relaxed)),
+        over_500ms: over.load(Ordering::Relaxed),
     }
 }
 

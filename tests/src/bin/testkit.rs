@@ -10,7 +10,8 @@ fn usage() -> ExitCode {
     eprintln!(
         "usage: testkit genkey | tcp-echo ADDR | udp-echo ADDR | http-serve ADDR FILE | \
          tcp-echo-check ADDR BYTES SEED | udp-echo-check ADDR COUNT SIZE | \
-         conn-rate ADDR THREADS SECONDS | rtt ADDR COUNT SIZE | hold-server ADDR | hold-conns ADDR N | \
+         conn-rate ADDR THREADS SECONDS [client-closes|server-closes] | \
+         tcp-reply-close ADDR BYTES | rtt ADDR COUNT SIZE | hold-server ADDR | hold-conns ADDR N | \
          firehose ADDR | slow-read ADDR SECONDS KBPS | paced-echo-check ADDR BYTES SEED KBPS | \
          udp-probe SRC DST COUNT | tcp-probe SRC DST SECONDS | \
          tcp-load ADDR CONNS BYTES SEED | udp-flood SINK DST SECONDS SIZE MBIT | {}",
@@ -32,6 +33,16 @@ fn run(args: &[String]) -> Result<(), String> {
         }
         [cmd, a] if cmd == "tcp-echo" => {
             traffic::tcp_echo_server(traffic::listen(addr(a)?).map_err(|e| e.to_string())?);
+            println!("ready");
+            std::thread::park();
+            Ok(())
+        }
+        [cmd, a, len] if cmd == "tcp-reply-close" => {
+            let len = len.parse().map_err(|_| "bad BYTES")?;
+            traffic::tcp_reply_close_server(
+                traffic::listen(addr(a)?).map_err(|e| e.to_string())?,
+                len,
+            );
             println!("ready");
             std::thread::park();
             Ok(())
@@ -82,19 +93,27 @@ fn run(args: &[String]) -> Result<(), String> {
             println!("ok");
             Ok(())
         }
-        [cmd, a, threads, secs] if cmd == "conn-rate" => {
+        [cmd, a, threads, secs, mode @ ..] if cmd == "conn-rate" && mode.len() <= 1 => {
             let threads = threads.parse().map_err(|_| "bad THREADS")?;
             let secs: f64 = secs.parse().map_err(|_| "bad SECONDS")?;
+            let closer = match mode.first().map(String::as_str) {
+                None | Some("client-closes") => traffic::Closer::Client,
+                Some("server-closes") => traffic::Closer::Server,
+                Some(m) => return Err(format!("bad MODE {m:?}")),
+            };
             let r = traffic::connection_rate(
                 addr(a)?,
                 threads,
                 std::time::Duration::from_secs_f64(secs),
+                closer,
             );
             println!(
-                "conn_per_sec={:.0} ok={} failed={}",
+                "conn_per_sec={:.0} ok={} failed={} max_ms={} over_500ms={}",
                 r.ok as f64 / r.elapsed.as_secs_f64(),
                 r.ok,
-                r.failed
+                r.failed,
+                r.slowest.as_millis(),
+                r.over_500ms
             );
             Ok(())
         }
