@@ -1577,7 +1577,10 @@ impl<'a> Socket<'a> {
 
     /// Pacing rate in bytes per second, once an RTT is known.
     fn pacing_rate(&self) -> Option<u64> {
-        let srtt = self.scoreboard.srtt()?;
+        let srtt = self
+            .scoreboard
+            .srtt()
+            .filter(|&s| s >= pacer::MIN_PACED_RTT)?;
         let cc = self.congestion_controller.inner();
         Some(pacer::rate(cc.window(), srtt, cc.in_slow_start()))
     }
