@@ -208,6 +208,7 @@ fn run_on_own_runtime(
         }
         let mut stack = NetStack::new(&cfg.network.addresses, cfg.tunables.mtu);
         stack.tcp_buffer = cfg.tunables.max_pending_bytes;
+        stack.set_ephemeral_ports(cfg.tunables.ephemeral_ports);
         let (events_tx, events_rx) = mpsc::channel(4096);
         let engine = Engine {
             wg,

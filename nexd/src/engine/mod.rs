@@ -45,6 +45,8 @@ pub struct Tunables {
     pub max_flows_per_rule: usize,
     /// Bytes a TCP flow may hold in each direction (its smoltcp buffer and window).
     pub max_pending_bytes: usize,
+    /// Tunnel-side source ports of egress flows (inclusive).
+    pub ephemeral_ports: (u16, u16),
 }
 
 /// Default for [`Tunables::max_flows`].
@@ -61,6 +63,7 @@ impl Default for Tunables {
             max_flows: DEFAULT_MAX_FLOWS,
             max_flows_per_rule: DEFAULT_MAX_FLOWS_PER_RULE,
             max_pending_bytes: stack::TCP_BUFFER,
+            ephemeral_ports: stack::EPHEMERAL,
         }
     }
 }

@@ -20,32 +20,36 @@ const UDP_PAYLOAD: usize = 512 * 1024;
 
 /// Ephemeral source ports for egress flows, one range per tunnel address.
 pub struct PortAllocator {
+    first: u16,
+    last: u16,
     in_use: HashSet<(IpAddr, u16)>,
     /// Ports of ingress rules: never used as egress sources.
     reserved: HashSet<u16>,
     next: u16,
 }
 
-/// First and last ephemeral port (the Linux default range).
-const EPHEMERAL: (u16, u16) = (32768, 60999);
+/// First and last ephemeral port by default (the Linux default range).
+pub const EPHEMERAL: (u16, u16) = (32768, 60999);
 
 impl PortAllocator {
-    fn new() -> Self {
+    fn new((first, last): (u16, u16)) -> Self {
         PortAllocator {
+            first,
+            last,
             in_use: HashSet::new(),
             reserved: HashSet::new(),
             // A random start, so a restarted nexd does not reuse the ports of connections
             // its peers may still hold open (a SYN into a stale connection stalls).
-            next: EPHEMERAL.0 + (rand_seed() % u64::from(EPHEMERAL.1 - EPHEMERAL.0)) as u16,
+            next: first + (rand_seed() % (u64::from(last - first) + 1)) as u16,
         }
     }
 
     /// A port not in use on `addr`. Ports go round the range so a just-freed port is reused last.
     pub fn allocate(&mut self, addr: IpAddr) -> Option<u16> {
-        let span = (EPHEMERAL.1 - EPHEMERAL.0) as usize + 1;
+        let span = usize::from(self.last - self.first) + 1;
         for _ in 0..span {
             let p = self.next;
-            self.next = if p >= EPHEMERAL.1 { EPHEMERAL.0 } else { p + 1 };
+            self.next = if p >= self.last { self.first } else { p + 1 };
             if !self.reserved.contains(&p) && self.in_use.insert((addr, p)) {
                 return Some(p);
             }
@@ -111,11 +115,17 @@ impl NetStack {
             iface,
             sockets: SocketSet::new(Vec::new()),
             device,
-            ports: PortAllocator::new(),
+            ports: PortAllocator::new(EPHEMERAL),
             addresses: addresses.to_vec(),
             epoch,
             tcp_buffer: TCP_BUFFER,
         }
+    }
+
+    /// Hands out egress source ports from `range` (inclusive, LOW <= HIGH) instead of the
+    /// default.
+    pub fn set_ephemeral_ports(&mut self, range: (u16, u16)) {
+        self.ports = PortAllocator::new(range);
     }
 
     /// smoltcp's clock: microseconds since the stack was created.
