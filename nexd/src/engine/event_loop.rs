@@ -43,6 +43,7 @@ struct Counters {
     egress_no_route: u64,
     ingress_dial_failed: u64,
     ports_exhausted: u64,
+    ports_reused_early: u64,
     refused_not_allowed: u64,
     refused_rule_limit: u64,
     refused_total_limit: u64,
@@ -292,6 +293,8 @@ impl Engine {
                     if last_sweep.elapsed() >= Duration::from_secs(1) {
                         last_sweep = Instant::now();
                         self.sweep_udp();
+                        let now = self.stack.now();
+                        self.stack.ports.sweep(now);
                         if self.closed_since_trim >= super::memory::TRIM_AFTER_CLOSED {
                             self.closed_since_trim = 0;
                             super::memory::release_free_memory();
@@ -595,7 +598,10 @@ impl Engine {
                     self.rules.flow_closed(o);
                 }
                 if let Some((addr, port)) = flow.local {
-                    self.stack.ports.release(addr, port);
+                    // The peer may hold this 4-tuple in TIME-WAIT for 60 s: keep it unused.
+                    self.stack
+                        .ports
+                        .release_tcp(addr, port, flow.dest, self.stack.now());
                 }
                 debug!(flow = id, dest = %flow.dest, state = %flow.describe(), "tcp flow closed");
             }
@@ -629,12 +635,29 @@ impl Engine {
             release(self);
             return reset(stream);
         };
-        let Some(sport) = self.stack.ports.allocate(src) else {
+        let now = self.stack.now();
+        let Some(pick) = self.stack.ports.allocate_tcp(src, dest, now) else {
             self.counters.ports_exhausted += 1;
             warn!(%client, %dest, "no free tunnel source port; refusing");
             release(self);
             return reset(stream);
         };
+        let sport = pick.port;
+        if let Some(age) = pick.reused_after {
+            self.counters.ports_reused_early += 1;
+            // Logged at 1, 2, 4, 8... so a sustained burst cannot flood the log.
+            if self.counters.ports_reused_early.is_power_of_two() {
+                warn!(
+                    %dest,
+                    port = sport,
+                    closed_ms_ago = age.total_millis(),
+                    times = self.counters.ports_reused_early,
+                    "every source port closed a connection to this destination in the last 60 s; \
+                     reusing the oldest (timestamps and RFC 6528 sequence numbers let the peer \
+                     accept it while it holds the old one in TIME-WAIT)"
+                );
+            }
+        }
         let mut socket = self.stack.tcp_socket();
         socket.set_timeout(Some(smoltcp::time::Duration::from_micros(
             self.tunables.connect_timeout.as_micros() as u64,
@@ -680,7 +703,7 @@ impl Engine {
             self.counters.egress_no_route += 1;
             return refuse(self);
         };
-        let Some(sport) = self.stack.ports.allocate(src) else {
+        let Some(sport) = self.stack.ports.allocate_udp(src) else {
             self.counters.ports_exhausted += 1;
             return refuse(self);
         };
@@ -1158,6 +1181,7 @@ impl Engine {
                     (R, "egress_no_route", e.egress_no_route),
                     (R, "ingress_dial_failed", e.ingress_dial_failed),
                     (R, "ports_exhausted", e.ports_exhausted),
+                    ("tcp", "ports_reused_early", e.ports_reused_early),
                     (R, "not_allowed", e.refused_not_allowed),
                     (R, "rule_limit", e.refused_rule_limit),
                     (R, "total_limit", e.refused_total_limit),

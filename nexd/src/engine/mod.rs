@@ -10,6 +10,7 @@ mod event_loop;
 pub mod fuzzing;
 mod host;
 mod memory;
+pub mod ports;
 mod rules;
 pub mod stack;
 mod syn_guard;
@@ -63,7 +64,7 @@ impl Default for Tunables {
             max_flows: DEFAULT_MAX_FLOWS,
             max_flows_per_rule: DEFAULT_MAX_FLOWS_PER_RULE,
             max_pending_bytes: stack::TCP_BUFFER,
-            ephemeral_ports: stack::EPHEMERAL,
+            ephemeral_ports: ports::DEFAULT_RANGE,
         }
     }
 }
