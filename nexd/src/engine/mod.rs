@@ -16,6 +16,7 @@ pub mod stack;
 mod syn_guard;
 mod tcp;
 mod tcp_demux;
+mod timestamps;
 mod udp;
 mod udp_batch;
 pub mod wg;

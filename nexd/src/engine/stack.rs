@@ -141,6 +141,9 @@ impl NetStack {
         s.set_nagle_enabled(false);
         // Delayed ACKs (10 ms by default) slow every request/response and every close.
         s.set_ack_delay(None);
+        // RFC 7323 timestamps, so a peer still holding a reused 4-tuple in TIME-WAIT accepts
+        // the SYN at once (see `timestamps`).
+        s.set_tsval_generator(Some(super::timestamps::tsval));
         s
     }
 
