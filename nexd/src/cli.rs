@@ -107,7 +107,8 @@ pub struct ProxyArgs {
     #[arg(long, default_value_t = 60, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub udp_idle_timeout: u64,
 
-    /// Seconds to wait for a destination to accept a TCP connection
+    /// Seconds to wait for a destination to accept a TCP connection, and for an ingress peer
+    /// to complete its TCP handshake
     #[arg(long, default_value_t = 10, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_timeout: u64,
 

@@ -44,6 +44,7 @@ struct Counters {
     ingress_dial_failed: u64,
     ports_exhausted: u64,
     ports_reused_early: u64,
+    ingress_handshake_incomplete: u64,
     refused_not_allowed: u64,
     refused_rule_limit: u64,
     refused_total_limit: u64,
@@ -469,6 +470,8 @@ impl Engine {
     /// Keeps `LISTEN_BACKLOG` listening sockets per ingress TCP port; sockets that left
     /// LISTEN become flows that dial the rule's destination.
     fn refill_listeners(&mut self) {
+        let handshake_timeout =
+            smoltcp::time::Duration::from_micros(self.tunables.connect_timeout.as_micros() as u64);
         let mut accepted_all = Vec::new();
         for (&(dir, proto, port), service) in self.rules.services.iter_mut() {
             if dir != Direction::Ingress || proto != Protocol::Tcp {
@@ -494,6 +497,9 @@ impl Engine {
                     self.stack.sockets.remove(h);
                     break;
                 }
+                // A peer that sends a SYN and no more gets --connect-timeout to complete the
+                // handshake (smoltcp then resets the connection); the flow slot is freed.
+                s.set_timeout(Some(handshake_timeout));
                 handles.push(h);
             }
             accepted_all.extend(accepted.into_iter().map(|h| (h, port)));
@@ -536,13 +542,9 @@ impl Engine {
             let t = (IpAddr::from(r.addr), r.port, port);
             self.syn_guard.insert(t);
             flow.ingress_tuple = Some(t);
+            // Dialled once the handshake completes (service_tcp), not on a bare SYN.
+            flow.dial_when_established();
             self.insert_tcp_flow(id, flow);
-            host::spawn_ingress_dial(
-                dest,
-                id,
-                self.tunables.connect_timeout,
-                self.events_tx.clone(),
-            );
         }
     }
 
@@ -566,6 +568,14 @@ impl Engine {
             flow.dirty = false;
             let mut changed = self.stack.poll_flow(&mut flow.set, &mut flow.rx);
             let (moved, state) = flow.service();
+            if state == FlowState::Open && flow.take_dial() {
+                host::spawn_ingress_dial(
+                    flow.dest,
+                    id,
+                    self.tunables.connect_timeout,
+                    self.events_tx.clone(),
+                );
+            }
             if moved {
                 // Send what the service queued, and look again next round.
                 changed |= self.stack.poll_flow(&mut flow.set, &mut flow.rx);
@@ -593,6 +603,10 @@ impl Engine {
                 self.tcp_index.remove(&flow.tuple);
                 if let Some(t) = &flow.ingress_tuple {
                     self.syn_guard.remove(t);
+                    if !flow.established() {
+                        // Reset or timed out in SYN-RECEIVED: the local server never saw it.
+                        self.counters.ingress_handshake_incomplete += 1;
+                    }
                 }
                 if let Some(o) = &flow.origin {
                     self.rules.flow_closed(o);
@@ -1182,6 +1196,11 @@ impl Engine {
                     (R, "ingress_dial_failed", e.ingress_dial_failed),
                     (R, "ports_exhausted", e.ports_exhausted),
                     ("tcp", "ports_reused_early", e.ports_reused_early),
+                    (
+                        "tcp",
+                        "ingress_handshake_incomplete",
+                        e.ingress_handshake_incomplete,
+                    ),
                     (R, "not_allowed", e.refused_not_allowed),
                     (R, "rule_limit", e.refused_rule_limit),
                     (R, "total_limit", e.refused_total_limit),

@@ -37,6 +37,9 @@ pub struct TcpFlow {
     pub origin: Option<super::rules::FlowOrigin>,
     /// Ingress only: the connection's 4-tuple, guarded against duplicate SYNs while it lives.
     pub ingress_tuple: Option<super::syn_guard::Tuple>,
+    /// Ingress only: the host destination is dialled once the peer completes the handshake,
+    /// so a SYN that goes no further never reaches the local server.
+    dial_when_established: bool,
     /// Bytes for the host writer. `None` before the host side exists (ingress dialing)
     /// and after the remote side finished.
     to_host: Option<mpsc::Sender<Bytes>>,
@@ -81,6 +84,7 @@ impl TcpFlow {
             dest,
             origin: None,
             ingress_tuple: None,
+            dial_when_established: false,
             to_host: None,
             pending: VecDeque::new(),
             credits: Arc::new(Semaphore::new(super::host::HOST_CREDITS)),
@@ -91,6 +95,26 @@ impl TcpFlow {
             remote_fin: false,
             established: false,
         }
+    }
+
+    /// Ingress: dial [`TcpFlow::dest`] once the handshake completes (see
+    /// [`TcpFlow::take_dial`]).
+    pub fn dial_when_established(&mut self) {
+        self.dial_when_established = true;
+    }
+
+    /// Whether the host side should be dialled now: once, after the handshake completed.
+    pub fn take_dial(&mut self) -> bool {
+        let now = self.dial_when_established && self.established;
+        if now {
+            self.dial_when_established = false;
+        }
+        now
+    }
+
+    /// Whether the connection ever got past the handshake.
+    pub fn established(&self) -> bool {
+        self.established
     }
 
     /// Connects the host side: returns what the host I/O task needs.
@@ -159,8 +183,12 @@ impl TcpFlow {
         ) {
             self.remote_fin = true;
         }
+        // Closed here means reset or timed out, possibly before the handshake completed.
         if !self.established
-            && !matches!(state, State::Listen | State::SynSent | State::SynReceived)
+            && !matches!(
+                state,
+                State::Listen | State::SynSent | State::SynReceived | State::Closed
+            )
         {
             self.established = true;
             // The connect timeout is over; now only give up when sent data stays
