@@ -146,3 +146,40 @@ fn a_syn_that_never_completes_neither_dials_nor_keeps_the_flow_slot() {
         ])
         .unwrap_or_else(|e| panic!("a complete connection after the timeout: {e}\n{s}"));
 }
+
+/// The dial waits for the handshake, so it must follow it at once: short connections back to
+/// back from behind wireguard-go into an ingress rule all complete, none slower than 500 ms.
+#[test]
+fn short_ingress_connections_back_to_back_never_stall() {
+    let rules = ["--ingress", "tcp:7:127.0.0.1:7001"].map(String::from);
+    let Some(w) = WgWorld::start("ingress_serial", &rules, &format!("{NEXD_ADDR}/32")) else {
+        return;
+    };
+    let testkit = WgWorld::testkit();
+    let _server = Background::spawn_ready({
+        let mut c = w.net.a.command(&testkit);
+        c.args(["tcp-echo-close", "127.0.0.1:7001", "32"]);
+        c
+    })
+    .expect("local server");
+    let out = w
+        .net
+        .b
+        .command(&testkit)
+        .args([
+            "conn-serial",
+            &format!("{NEXD_ADDR}:7"),
+            "1000",
+            "120",
+            "32",
+        ])
+        .output()
+        .expect("run testkit conn-serial");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary = stdout.lines().find(|l| l.starts_with("ok=")).unwrap_or("");
+    eprintln!("INGRESS_SERIAL {summary}");
+    let context = || format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(summary.contains("ok=1000 "), "{}", context());
+    assert!(summary.contains(" failed=0 "), "{}", context());
+    assert!(summary.contains(" slow=0 "), "{}", context());
+}
