@@ -112,6 +112,7 @@ pub fn status(out: Output, s: &api::GetStatusResponse) {
                 ("dropped_packets", "dropped:"),
                 ("refused_flows", "refused:"),
                 ("handshakes", "handshakes:"),
+                ("tcp", "tcp:"),
             ] {
                 let nonzero: Vec<String> = s
                     .counters

@@ -112,7 +112,39 @@ pub struct ProxyArgs {
     #[arg(long, default_value_t = 60, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub udp_idle_timeout: u64,
 
-    /// Seconds to wait for a destination to accept a TCP connection
+    /// Seconds to wait for a destination to accept a TCP connection, and for an ingress peer
+    /// to complete its TCP handshake
     #[arg(long, default_value_t = 10, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_timeout: u64,
+
+    /// Tunnel-side source ports of egress flows, LOW-HIGH. Hidden: tests narrow it so that
+    /// the ports wrap after a few hundred connections.
+    #[arg(long, hide = true, env = "NEXD_EPHEMERAL_PORTS", default_value = "32768-60999", value_name = "LOW-HIGH", value_parser = parse_port_range)]
+    pub ephemeral_ports: (u16, u16),
+}
+
+/// Parses `LOW-HIGH`: two ports, 0 < LOW <= HIGH.
+pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("{s:?} is not a port range such as 40000-40255");
+    let (lo, hi) = s.trim().split_once('-').ok_or_else(bad)?;
+    let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+    let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+    if lo == 0 || lo > hi {
+        return Err(bad());
+    }
+    Ok((lo, hi))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_port_range;
+
+    #[test]
+    fn port_ranges() {
+        assert_eq!(parse_port_range("40000-40255"), Ok((40000, 40255)));
+        assert_eq!(parse_port_range(" 1 - 1 "), Ok((1, 1)));
+        for bad in ["", "40000", "0-10", "10-9", "1-65536", "a-b", "-5", "5-"] {
+            assert!(parse_port_range(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -298,3 +298,86 @@ pub fn round_trips(addr: SocketAddr, count: usize, size: usize) -> std::io::Resu
     rtts.sort();
     Ok(rtts)
 }
+
+/// TCP server that reads a `len`-byte message, echoes it and closes first, as HTTP/1.0
+/// servers do: its kernel then holds each connection's 4-tuple in TIME-WAIT for 60 s.
+pub fn tcp_echo_close_server(listener: TcpListener, len: usize) {
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { continue };
+            thread::spawn(move || {
+                let _ = c.set_read_timeout(Some(Duration::from_secs(30)));
+                let mut msg = vec![0u8; len];
+                if c.read_exact(&mut msg).is_ok() {
+                    let _ = c.write_all(&msg);
+                }
+                // Dropping closes: this side sends the first FIN.
+            });
+        }
+    });
+}
+
+/// Result of [`serial_connections`].
+#[derive(Debug, Default)]
+pub struct SerialResult {
+    /// Connections whose echo came back intact.
+    pub ok: u64,
+    /// Connections that failed (first few reasons in `errors`).
+    pub failed: u64,
+    /// Connections that took longer than the `slow` threshold.
+    pub slow: u64,
+    /// Time of every connection, connect to verified EOF, in order.
+    pub times: Vec<Duration>,
+    /// Wall time of the whole run.
+    pub elapsed: Duration,
+    /// The first few failures.
+    pub errors: Vec<String>,
+}
+
+/// Opens up to `count` connections one after another, for at most `duration`: each sends
+/// `len` bytes (a different payload each), reads the echo to EOF and checks it. A connection
+/// taking longer than `slow` is counted (and, being one at a time, delays the rest).
+pub fn serial_connections(
+    addr: SocketAddr,
+    count: u64,
+    duration: Duration,
+    len: usize,
+    slow: Duration,
+) -> SerialResult {
+    let mut r = SerialResult::default();
+    let start = std::time::Instant::now();
+    for i in 0..count {
+        if start.elapsed() >= duration {
+            break;
+        }
+        let msg = payload(len, i);
+        let t = std::time::Instant::now();
+        let res = (|| -> Result<(), String> {
+            let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+                .map_err(|e| format!("connect: {e}"))?;
+            c.set_read_timeout(Some(Duration::from_secs(5)))
+                .map_err(|e| e.to_string())?;
+            c.write_all(&msg).map_err(|e| format!("write: {e}"))?;
+            let mut got = Vec::with_capacity(len);
+            c.read_to_end(&mut got)
+                .map_err(|e| format!("read after {} bytes: {e}", got.len()))?;
+            check_echo(&msg, &got)
+        })();
+        let took = t.elapsed();
+        r.times.push(took);
+        if took > slow {
+            r.slow += 1;
+        }
+        match res {
+            Ok(()) => r.ok += 1,
+            Err(e) => {
+                r.failed += 1;
+                if r.errors.len() < 10 {
+                    r.errors.push(format!("connection {i}: {e}"));
+                }
+            }
+        }
+    }
+    r.elapsed = start.elapsed();
+    r
+}

@@ -43,6 +43,8 @@ struct Counters {
     egress_no_route: u64,
     ingress_dial_failed: u64,
     ports_exhausted: u64,
+    ports_reused_early: u64,
+    ingress_handshake_incomplete: u64,
     refused_not_allowed: u64,
     refused_rule_limit: u64,
     refused_total_limit: u64,
@@ -211,6 +213,7 @@ fn run_on_own_runtime(
         let mut stack = NetStack::new(&cfg.network.addresses, cfg.tunables.mtu);
         stack.tcp_buffer = cfg.tunables.max_pending_bytes;
         stack.tcp_window_max = cfg.tunables.max_tcp_window;
+        stack.set_ephemeral_ports(cfg.tunables.ephemeral_ports);
         let (events_tx, events_rx) = mpsc::channel(4096);
         let engine = Engine {
             wg,
@@ -295,6 +298,8 @@ impl Engine {
                     if last_sweep.elapsed() >= Duration::from_secs(1) {
                         last_sweep = Instant::now();
                         self.sweep_udp();
+                        let now = self.stack.now();
+                        self.stack.ports.sweep(now);
                         if self.closed_since_trim >= super::memory::TRIM_AFTER_CLOSED {
                             self.closed_since_trim = 0;
                             super::memory::release_free_memory();
@@ -469,6 +474,8 @@ impl Engine {
     /// Keeps `LISTEN_BACKLOG` listening sockets per ingress TCP port; sockets that left
     /// LISTEN become flows that dial the rule's destination.
     fn refill_listeners(&mut self) {
+        let handshake_timeout =
+            smoltcp::time::Duration::from_micros(self.tunables.connect_timeout.as_micros() as u64);
         let mut accepted_all = Vec::new();
         for (&(dir, proto, port), service) in self.rules.services.iter_mut() {
             if dir != Direction::Ingress || proto != Protocol::Tcp {
@@ -494,6 +501,9 @@ impl Engine {
                     self.stack.sockets.remove(h);
                     break;
                 }
+                // A peer that sends a SYN and no more gets --connect-timeout to complete the
+                // handshake (smoltcp then resets the connection); the flow slot is freed.
+                s.set_timeout(Some(handshake_timeout));
                 handles.push(h);
             }
             accepted_all.extend(accepted.into_iter().map(|h| (h, port)));
@@ -536,13 +546,9 @@ impl Engine {
             let t = (IpAddr::from(r.addr), r.port, port);
             self.syn_guard.insert(t);
             flow.ingress_tuple = Some(t);
+            // Dialled once the handshake completes (service_tcp), not on a bare SYN.
+            flow.dial_when_established();
             self.insert_tcp_flow(id, flow);
-            host::spawn_ingress_dial(
-                dest,
-                id,
-                self.tunables.connect_timeout,
-                self.events_tx.clone(),
-            );
         }
     }
 
@@ -573,6 +579,14 @@ impl Engine {
                 flow.grown = grown;
             }
             flow.allow_growth(self.tcp_grown < super::stack::TCP_GROWTH_BUDGET);
+            if state == FlowState::Open && flow.take_dial() {
+                host::spawn_ingress_dial(
+                    flow.dest,
+                    id,
+                    self.tunables.connect_timeout,
+                    self.events_tx.clone(),
+                );
+            }
             if moved {
                 // Send what the service queued, and look again next round.
                 changed |= self.stack.poll_flow(&mut flow.set, &mut flow.rx);
@@ -601,12 +615,19 @@ impl Engine {
                 self.tcp_index.remove(&flow.tuple);
                 if let Some(t) = &flow.ingress_tuple {
                     self.syn_guard.remove(t);
+                    if !flow.established() {
+                        // Reset or timed out in SYN-RECEIVED: the local server never saw it.
+                        self.counters.ingress_handshake_incomplete += 1;
+                    }
                 }
                 if let Some(o) = &flow.origin {
                     self.rules.flow_closed(o);
                 }
                 if let Some((addr, port)) = flow.local {
-                    self.stack.ports.release(addr, port);
+                    // The peer may hold this 4-tuple in TIME-WAIT for 60 s: keep it unused.
+                    self.stack
+                        .ports
+                        .release_tcp(addr, port, flow.dest, self.stack.now());
                 }
                 debug!(flow = id, dest = %flow.dest, state = %flow.describe(), "tcp flow closed");
             }
@@ -640,12 +661,29 @@ impl Engine {
             release(self);
             return reset(stream);
         };
-        let Some(sport) = self.stack.ports.allocate(src) else {
+        let now = self.stack.now();
+        let Some(pick) = self.stack.ports.allocate_tcp(src, dest, now) else {
             self.counters.ports_exhausted += 1;
             warn!(%client, %dest, "no free tunnel source port; refusing");
             release(self);
             return reset(stream);
         };
+        let sport = pick.port;
+        if let Some(age) = pick.reused_after {
+            self.counters.ports_reused_early += 1;
+            // Logged at 1, 2, 4, 8... so a sustained burst cannot flood the log.
+            if self.counters.ports_reused_early.is_power_of_two() {
+                warn!(
+                    %dest,
+                    port = sport,
+                    closed_ms_ago = age.total_millis(),
+                    times = self.counters.ports_reused_early,
+                    "every source port closed a connection to this destination in the last 60 s; \
+                     reusing the oldest (timestamps and RFC 6528 sequence numbers let the peer \
+                     accept it while it holds the old one in TIME-WAIT)"
+                );
+            }
+        }
         let mut socket = self.stack.tcp_socket();
         socket.set_timeout(Some(smoltcp::time::Duration::from_micros(
             self.tunables.connect_timeout.as_micros() as u64,
@@ -691,7 +729,7 @@ impl Engine {
             self.counters.egress_no_route += 1;
             return refuse(self);
         };
-        let Some(sport) = self.stack.ports.allocate(src) else {
+        let Some(sport) = self.stack.ports.allocate_udp(src) else {
             self.counters.ports_exhausted += 1;
             return refuse(self);
         };
@@ -1169,6 +1207,12 @@ impl Engine {
                     (R, "egress_no_route", e.egress_no_route),
                     (R, "ingress_dial_failed", e.ingress_dial_failed),
                     (R, "ports_exhausted", e.ports_exhausted),
+                    ("tcp", "ports_reused_early", e.ports_reused_early),
+                    (
+                        "tcp",
+                        "ingress_handshake_incomplete",
+                        e.ingress_handshake_incomplete,
+                    ),
                     (R, "not_allowed", e.refused_not_allowed),
                     (R, "rule_limit", e.refused_rule_limit),
                     (R, "total_limit", e.refused_total_limit),

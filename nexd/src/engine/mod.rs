@@ -10,11 +10,13 @@ mod event_loop;
 pub mod fuzzing;
 mod host;
 mod memory;
+pub mod ports;
 mod rules;
 pub mod stack;
 mod syn_guard;
 mod tcp;
 mod tcp_demux;
+mod timestamps;
 mod udp;
 mod udp_batch;
 pub mod wg;
@@ -47,6 +49,8 @@ pub struct Tunables {
     pub max_pending_bytes: usize,
     /// Largest smoltcp buffer (and window) per direction a busy flow may grow to.
     pub max_tcp_window: usize,
+    /// Tunnel-side source ports of egress flows (inclusive).
+    pub ephemeral_ports: (u16, u16),
 }
 
 /// Default for [`Tunables::max_tcp_window`].
@@ -67,6 +71,7 @@ impl Default for Tunables {
             max_flows_per_rule: DEFAULT_MAX_FLOWS_PER_RULE,
             max_pending_bytes: stack::TCP_BUFFER,
             max_tcp_window: DEFAULT_MAX_TCP_WINDOW,
+            ephemeral_ports: ports::DEFAULT_RANGE,
         }
     }
 }

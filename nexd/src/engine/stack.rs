@@ -1,12 +1,12 @@
 //! The smoltcp side: interface, socket set, queue device and ephemeral ports.
 
 use super::device::QueueDevice;
+use super::ports::{PortAllocator, DEFAULT_RANGE};
 use ipnet::IpNet;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
-use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -20,57 +20,6 @@ pub const TCP_GROWTH_BUDGET: usize = 256 * 1024 * 1024;
 /// UDP socket buffers: packet slots and payload bytes.
 const UDP_SLOTS: usize = 256;
 const UDP_PAYLOAD: usize = 512 * 1024;
-
-/// Ephemeral source ports for egress flows, one range per tunnel address.
-pub struct PortAllocator {
-    in_use: HashSet<(IpAddr, u16)>,
-    /// Ports of ingress rules: never used as egress sources.
-    reserved: HashSet<u16>,
-    next: u16,
-}
-
-/// First and last ephemeral port (the Linux default range).
-const EPHEMERAL: (u16, u16) = (32768, 60999);
-
-impl PortAllocator {
-    fn new() -> Self {
-        PortAllocator {
-            in_use: HashSet::new(),
-            reserved: HashSet::new(),
-            // A random start, so a restarted nexd does not reuse the ports of connections
-            // its peers may still hold open (a SYN into a stale connection stalls).
-            next: EPHEMERAL.0 + (rand_seed() % u64::from(EPHEMERAL.1 - EPHEMERAL.0)) as u16,
-        }
-    }
-
-    /// A port not in use on `addr`. Ports go round the range so a just-freed port is reused last.
-    pub fn allocate(&mut self, addr: IpAddr) -> Option<u16> {
-        let span = (EPHEMERAL.1 - EPHEMERAL.0) as usize + 1;
-        for _ in 0..span {
-            let p = self.next;
-            self.next = if p >= EPHEMERAL.1 { EPHEMERAL.0 } else { p + 1 };
-            if !self.reserved.contains(&p) && self.in_use.insert((addr, p)) {
-                return Some(p);
-            }
-        }
-        None
-    }
-
-    /// Keeps an ingress rule's port out of the egress range.
-    pub fn reserve(&mut self, port: u16) {
-        self.reserved.insert(port);
-    }
-
-    /// Undoes [`PortAllocator::reserve`].
-    pub fn unreserve(&mut self, port: u16) {
-        self.reserved.remove(&port);
-    }
-
-    /// Releases a port once its socket is fully closed (past TIME-WAIT).
-    pub fn release(&mut self, addr: IpAddr, port: u16) {
-        self.in_use.remove(&(addr, port));
-    }
-}
 
 /// smoltcp interface, sockets and device, owned by the engine.
 pub struct NetStack {
@@ -116,12 +65,17 @@ impl NetStack {
             iface,
             sockets: SocketSet::new(Vec::new()),
             device,
-            ports: PortAllocator::new(),
+            ports: PortAllocator::new(DEFAULT_RANGE, rand_seed()),
             addresses: addresses.to_vec(),
             epoch,
             tcp_buffer: TCP_BUFFER,
             tcp_window_max: super::DEFAULT_MAX_TCP_WINDOW,
         }
+    }
+
+    /// Hands out egress source ports from `range` (inclusive) instead of the default.
+    pub fn set_ephemeral_ports(&mut self, range: (u16, u16)) {
+        self.ports = PortAllocator::new(range, rand_seed());
     }
 
     /// smoltcp's clock: microseconds since the stack was created.
@@ -216,6 +170,9 @@ pub fn tuned_tcp_socket(buffer: usize, window_max: usize) -> tcp::Socket<'static
     s.set_nagle_enabled(false);
     // Delayed ACKs (10 ms by default) slow every request/response and every close.
     s.set_ack_delay(None);
+    // RFC 7323 timestamps, so a peer still holding a reused 4-tuple in TIME-WAIT accepts
+    // the SYN at once (see `timestamps`).
+    s.set_tsval_generator(Some(super::timestamps::tsval));
     s
 }
 

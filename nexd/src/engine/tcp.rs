@@ -41,6 +41,9 @@ pub struct TcpFlow {
     /// last counted in the engine's memory budget.
     pub grown: usize,
     initial_buffers: usize,
+    /// Ingress only: the host destination is dialled once the peer completes the handshake,
+    /// so a SYN that goes no further never reaches the local server.
+    dial_when_established: bool,
     /// Bytes for the host writer. `None` before the host side exists (ingress dialing)
     /// and after the remote side finished.
     to_host: Option<mpsc::Sender<Bytes>>,
@@ -88,6 +91,7 @@ impl TcpFlow {
             ingress_tuple: None,
             grown: 0,
             initial_buffers: rx + tx,
+            dial_when_established: false,
             to_host: None,
             pending: VecDeque::new(),
             credits: Arc::new(Semaphore::new(super::host::HOST_CREDITS)),
@@ -98,6 +102,26 @@ impl TcpFlow {
             remote_fin: false,
             established: false,
         }
+    }
+
+    /// Ingress: dial [`TcpFlow::dest`] once the handshake completes (see
+    /// [`TcpFlow::take_dial`]).
+    pub fn dial_when_established(&mut self) {
+        self.dial_when_established = true;
+    }
+
+    /// Whether the host side should be dialled now: once, after the handshake completed.
+    pub fn take_dial(&mut self) -> bool {
+        let now = self.dial_when_established && self.established;
+        if now {
+            self.dial_when_established = false;
+        }
+        now
+    }
+
+    /// Whether the connection ever got past the handshake.
+    pub fn established(&self) -> bool {
+        self.established
     }
 
     /// Connects the host side: returns what the host I/O task needs.
@@ -179,8 +203,12 @@ impl TcpFlow {
         ) {
             self.remote_fin = true;
         }
+        // Closed here means reset or timed out, possibly before the handshake completed.
         if !self.established
-            && !matches!(state, State::Listen | State::SynSent | State::SynReceived)
+            && !matches!(
+                state,
+                State::Listen | State::SynSent | State::SynReceived | State::Closed
+            )
         {
             self.established = true;
             // The connect timeout is over; now only give up when sent data stays

@@ -14,7 +14,8 @@ fn usage() -> ExitCode {
          tcp-reply-close ADDR BYTES | rtt ADDR COUNT SIZE | hold-server ADDR | hold-conns ADDR N | \
          firehose ADDR | slow-read ADDR SECONDS KBPS | paced-echo-check ADDR BYTES SEED KBPS | \
          udp-probe SRC DST COUNT | tcp-probe SRC DST SECONDS | \
-         tcp-load ADDR CONNS BYTES SEED | udp-flood SINK DST SECONDS SIZE MBIT | {}",
+         tcp-load ADDR CONNS BYTES SEED | udp-flood SINK DST SECONDS SIZE MBIT | \
+         tcp-echo-close ADDR BYTES | conn-serial ADDR COUNT SECONDS BYTES | {}",
         nexd_e2e::wan_relay::USAGE
     );
     ExitCode::from(64)
@@ -47,6 +48,17 @@ fn run(args: &[String]) -> Result<(), String> {
             std::thread::park();
             Ok(())
         }
+        [cmd, a, n] if cmd == "tcp-echo-close" => {
+            let n = n.parse().map_err(|_| "bad BYTES")?;
+            traffic::tcp_echo_close_server(
+                traffic::listen(addr(a)?).map_err(|e| e.to_string())?,
+                n,
+            );
+            println!("ready");
+            std::thread::park();
+            Ok(())
+        }
+        [cmd, a, count, secs, n] if cmd == "conn-serial" => conn_serial(a, count, secs, n),
         [cmd, a] if cmd == "udp-echo" => {
             traffic::udp_echo_server(UdpSocket::bind(addr(a)?).map_err(|e| e.to_string())?);
             println!("ready");
@@ -234,6 +246,52 @@ fn paced_echo_check(a: &str, n: &str, seed: &str, kbps: &str) -> Result<(), Stri
     }
     t.join().map_err(|_| "transfer panicked")??;
     println!("ok");
+    Ok(())
+}
+
+/// COUNT connections one after another (at most SECONDS) to an echo server that closes
+/// first: prints `ok=N failed=F slow=S max_ms=M p99_ms=P conn_per_sec=R`, where slow counts
+/// connections over 500 ms, and the slowest and failed ones on stderr.
+fn conn_serial(a: &str, count: &str, secs: &str, n: &str) -> Result<(), String> {
+    let count: u64 = count.parse().map_err(|_| "bad COUNT")?;
+    let secs: f64 = secs.parse().map_err(|_| "bad SECONDS")?;
+    let n: usize = n.parse().map_err(|_| "bad BYTES")?;
+    let slow = std::time::Duration::from_millis(500);
+    let r = traffic::serial_connections(
+        addr(a)?,
+        count,
+        std::time::Duration::from_secs_f64(secs),
+        n,
+        slow,
+    );
+    let mut sorted = r.times.clone();
+    sorted.sort_unstable();
+    let ms = |d: Option<&std::time::Duration>| d.map_or(0.0, |d| d.as_secs_f64() * 1e3);
+    let p99 = sorted.get((sorted.len() * 99 / 100).min(sorted.len().saturating_sub(1)));
+    println!(
+        "ok={} failed={} slow={} max_ms={:.1} p99_ms={:.1} conn_per_sec={:.0}",
+        r.ok,
+        r.failed,
+        r.slow,
+        ms(sorted.last()),
+        ms(p99),
+        r.ok as f64 / r.elapsed.as_secs_f64().max(1e-9),
+    );
+    for (i, t) in r
+        .times
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| **t > slow)
+        .take(20)
+    {
+        eprintln!(
+            "testkit: connection {i} took {:.0} ms",
+            t.as_secs_f64() * 1e3
+        );
+    }
+    for e in &r.errors {
+        eprintln!("testkit: {e}");
+    }
     Ok(())
 }
 

@@ -24,6 +24,8 @@ pub mod icmp;
 pub mod raw;
 #[cfg(feature = "socket-tcp")]
 pub mod tcp;
+#[cfg(feature = "socket-tcp")]
+pub(crate) mod tcp_isn;
 #[cfg(feature = "socket-udp")]
 pub mod udp;
 

@@ -1190,20 +1190,31 @@ impl<'a> Socket<'a> {
         });
         self.set_state(State::SynSent);
 
-        let seq = Self::random_seq_no(cx);
+        let seq = Self::initial_seq_no(cx, local_endpoint, remote_endpoint);
         self.local_seq_no = seq;
         self.remote_last_seq = seq;
         Ok(())
     }
 
-    #[cfg(test)]
-    fn random_seq_no(_cx: &mut Context) -> TcpSeqNumber {
-        TcpSeqNumber(10000)
+    /// The initial sequence number of a connection from `local` to `remote`: a 4 µs clock
+    /// plus a keyed hash of the 4-tuple (RFC 6528), so that a new connection on a 4-tuple
+    /// starts above the last one's sequence numbers and a peer still holding that one in
+    /// TIME-WAIT accepts its SYN at once. A random one would be refused half the time
+    /// (answered with an ACK; the connection then waits for the SYN retransmission).
+    #[cfg(not(test))]
+    fn initial_seq_no(cx: &mut Context, local: IpEndpoint, remote: IpEndpoint) -> TcpSeqNumber {
+        cx.tcp_initial_seq_no(local, remote)
     }
 
-    #[cfg(not(test))]
-    fn random_seq_no(cx: &mut Context) -> TcpSeqNumber {
-        TcpSeqNumber(cx.rand().rand_u32() as i32)
+    /// Tests pin the initial sequence number to spell out segments, unless they ask for
+    /// the real one ([`test::REAL_ISN`]).
+    #[cfg(test)]
+    fn initial_seq_no(cx: &mut Context, local: IpEndpoint, remote: IpEndpoint) -> TcpSeqNumber {
+        if test::REAL_ISN.with(|r| r.get()) {
+            cx.tcp_initial_seq_no(local, remote)
+        } else {
+            TcpSeqNumber(10000)
+        }
     }
 
     /// Close the transmit half of the full-duplex connection.
@@ -2127,11 +2138,10 @@ impl<'a> Socket<'a> {
                     }
                 }
 
-                self.tuple = Some(Tuple {
-                    local: IpEndpoint::new(ip_repr.dst_addr(), repr.dst_port),
-                    remote: IpEndpoint::new(ip_repr.src_addr(), repr.src_port),
-                });
-                self.local_seq_no = Self::random_seq_no(cx);
+                let local = IpEndpoint::new(ip_repr.dst_addr(), repr.dst_port);
+                let remote = IpEndpoint::new(ip_repr.src_addr(), repr.src_port);
+                self.tuple = Some(Tuple { local, remote });
+                self.local_seq_no = Self::initial_seq_no(cx, local, remote);
                 self.remote_seq_no = repr.seq_number + 1;
                 self.remote_last_seq = self.local_seq_no;
                 self.remote_has_sack = repr.sack_permitted;
@@ -10271,5 +10281,106 @@ mod test {
         s.send_slice(b"def").unwrap();
         recv_nothing!(s);
         assert_eq!(s.state, State::Closed);
+    }
+
+    // =========================================================================================//
+    // Tests for RFC 6528 initial sequence numbers
+    // =========================================================================================//
+
+    std::thread_local! {
+        /// Set by a test (each runs on its own thread) for real initial sequence numbers.
+        pub(super) static REAL_ISN: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+    }
+
+    /// The SYN a socket sends now, at `time` ms.
+    fn syn_seq(s: &mut TestSocket, time: i64) -> TcpSeqNumber {
+        let mut seq = None;
+        recv(s, Instant::from_millis(time), |r| {
+            let r = r.expect("a SYN");
+            assert_eq!(r.control, TcpControl::Syn);
+            seq = Some(r.seq_number);
+        });
+        seq.unwrap()
+    }
+
+    #[test]
+    fn test_connect_isn_rfc6528() {
+        REAL_ISN.with(|r| r.set(true));
+        // A connection on a 4-tuple, and a later one on the same 4-tuple (after the first
+        // closed, as a peer may still hold it in TIME-WAIT), from identically keyed interfaces.
+        let mut first = socket();
+        first.cx.set_now(Instant::from_millis(1000));
+        first
+            .socket
+            .connect(&mut first.cx, REMOTE_END, LOCAL_END)
+            .unwrap();
+        let isn1 = syn_seq(&mut first, 1000);
+        assert_eq!(isn1, first.local_seq_no);
+        assert_eq!(
+            isn1,
+            first.cx.tcp_initial_seq_no(LOCAL_END, REMOTE_END),
+            "the SYN carries M + F(4-tuple)"
+        );
+
+        let mut second = socket();
+        second.cx.set_now(Instant::from_millis(1010));
+        second
+            .socket
+            .connect(&mut second.cx, REMOTE_END, LOCAL_END)
+            .unwrap();
+        let isn2 = syn_seq(&mut second, 1010);
+        // 10 ms later on the 4 µs clock: exactly 2500 above, so above everything the first
+        // connection sent unless it sent more than that (timestamps cover that case).
+        assert_eq!(isn2 - isn1, 2500);
+
+        // Another local port: an unrelated offset, not a neighbour of the first.
+        let mut other = socket();
+        other.cx.set_now(Instant::from_millis(1000));
+        let other_end = IpEndpoint::new(LOCAL_END.addr, LOCAL_END.port + 1);
+        other
+            .socket
+            .connect(&mut other.cx, REMOTE_END, other_end)
+            .unwrap();
+        let isn3 = other.local_seq_no;
+        assert!(
+            isn3.0.wrapping_sub(isn1.0).unsigned_abs() > 1 << 16,
+            "{isn1} {isn3}"
+        );
+    }
+
+    #[test]
+    fn test_listen_syn_isn_rfc6528() {
+        REAL_ISN.with(|r| r.set(true));
+        let mut s = socket_listen();
+        let mut syn_ack_seq = None;
+        let reply = send(
+            &mut s,
+            Instant::from_millis(2000),
+            &TcpRepr {
+                control: TcpControl::Syn,
+                seq_number: REMOTE_SEQ,
+                ack_number: None,
+                ..SEND_TEMPL
+            },
+        );
+        assert_eq!(reply, None);
+        assert_eq!(s.state, State::SynReceived);
+        recv(&mut s, Instant::from_millis(2000), |r| {
+            let r = r.expect("a SYN-ACK");
+            assert_eq!(r.control, TcpControl::Syn);
+            assert_eq!(r.ack_number, Some(REMOTE_SEQ + 1));
+            syn_ack_seq = Some(r.seq_number);
+        });
+        let expected = s.cx.tcp_initial_seq_no(LOCAL_END, REMOTE_END);
+        assert_eq!(syn_ack_seq, Some(expected));
+        assert_ne!(expected, LOCAL_SEQ);
+    }
+
+    #[test]
+    fn test_isn_pinned_unless_asked() {
+        // The other tests here rely on it.
+        let mut s = socket();
+        s.socket.connect(&mut s.cx, REMOTE_END, LOCAL_END).unwrap();
+        assert_eq!(s.local_seq_no, LOCAL_SEQ);
     }
 }

@@ -129,6 +129,8 @@ pub struct InterfaceInner {
     caps: DeviceCapabilities,
     now: Instant,
     rand: Rand,
+    #[cfg(feature = "socket-tcp")]
+    tcp_isn_key: crate::socket::tcp_isn::IsnKey,
 
     #[cfg(any(feature = "medium-ethernet", feature = "medium-ieee802154"))]
     neighbor_cache: NeighborCache,
@@ -165,7 +167,8 @@ pub struct Config {
     /// It is strongly recommended that the random seed is different on each boot,
     /// to avoid problems with TCP port/sequence collisions.
     ///
-    /// The seed doesn't have to be cryptographically secure.
+    /// The seed doesn't have to be cryptographically secure, but it keys the TCP initial
+    /// sequence numbers (RFC 6528): whoever knows it can predict them.
     pub random_seed: u64,
 
     /// Set the Hardware address the interface will use.
@@ -272,6 +275,8 @@ impl Interface {
             inner: InterfaceInner {
                 now,
                 caps,
+                #[cfg(feature = "socket-tcp")]
+                tcp_isn_key: crate::socket::tcp_isn::key_from_seed(config.random_seed),
                 hardware_addr: config.hardware_addr,
                 ip_addrs: Vec::new(),
                 any_ip: false,
@@ -862,6 +867,17 @@ impl InterfaceInner {
     #[allow(unused)] // unused depending on which sockets are enabled, and in tests
     pub(crate) fn rand(&mut self) -> &mut Rand {
         &mut self.rand
+    }
+
+    /// The RFC 6528 initial sequence number of a TCP connection from `local` to `remote`.
+    #[cfg(feature = "socket-tcp")]
+    #[allow(unused)] // unused in tests, which pin the initial sequence number
+    pub(crate) fn tcp_initial_seq_no(
+        &self,
+        local: IpEndpoint,
+        remote: IpEndpoint,
+    ) -> crate::wire::TcpSeqNumber {
+        crate::socket::tcp_isn::initial_seq_no(&self.tcp_isn_key, self.now, local, remote)
     }
 
     #[allow(unused)] // unused depending on which sockets are enabled
