@@ -11,6 +11,7 @@ need psql postgresql-client
 need setpriv util-linux
 need iperf3 iperf3
 need jq jq
+need nft nftables
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
