@@ -59,7 +59,9 @@ wan_targets() {
 wan_section() {
   echo "## Over a WAN"
   echo
-  echo "Measured by \`sudo OUT=$OUT bench/run.sh --wan\` (or a full run) on $(date -u '+%F %H:%M') UTC: $machine,"
+  local how="sudo OUT=$OUT WAN_SECS=$WAN_SECS WAN_RUNS=$WAN_RUNS bench/run.sh"
+  [ "${WAN_ONLY:-0}" = 0 ] || how="$how --wan"
+  echo "Measured by \`$how\` on $(date -u '+%F %H:%M') UTC: $machine,"
   echo "load average at the start $LOAD0; release build. A \`testkit wan-relay\` between the two WireGuard"
   echo "endpoints impairs each direction alike (delay, loss, a rate-limited drop-tail queue; see"
   echo "bench/wan.sh). iperf3, one TCP stream, receiver Mbit/s, median of $WAN_RUNS run(s) of ${WAN_SECS}s"
