@@ -16,6 +16,8 @@
 #                          to wrap within the server's 60 s TIME-WAIT
 #   WAN_CONN_THREADS (32)  clients, each connecting back to back
 #   WAN_PATHS, WAN_PAIRS   subsets, e.g. WAN_PATHS="loss20" WAN_PAIRS="nexd-wggo wggo-wggo"
+#   WAN_PEER_CC            congestion control of the namespaces' Linux TCP (default: the
+#                          kernel's, bbr here), e.g. cubic
 
 WAN_SECS=${WAN_SECS:-10}
 WAN_RUNS=${WAN_RUNS:-1}
@@ -39,6 +41,11 @@ WAN_CONN_PATH=conn20
 
 wna=nexd-wan-a-$tag; wnb=nexd-wan-b-$tag
 ip netns add $wna; nss+=($wna); ip netns add $wnb; nss+=($wnb)
+# The Linux TCP of the clients, servers and wireguard-go peers: this kernel defaults to BBR,
+# which ignores random loss; WAN_PEER_CC=cubic compares with the most common default instead.
+if [ -n "${WAN_PEER_CC:-}" ]; then
+  for n in $wna $wnb; do ip netns exec $n sysctl -qw net.ipv4.tcp_congestion_control="$WAN_PEER_CC"; done
+fi
 ip link add nxwa$tag netns $wna type veth peer name nxwb$tag netns $wnb
 ip -n $wna addr add 10.197.0.1/24 dev nxwa$tag; ip -n $wnb addr add 10.197.0.2/24 dev nxwb$tag
 for n in $wna $wnb; do ip -n $n link set lo up; done
