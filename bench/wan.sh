@@ -41,11 +41,11 @@ WAN_CONN_PATH=conn20
 
 wna=nexd-wan-a-$tag; wnb=nexd-wan-b-$tag
 ip netns add $wna; nss+=($wna); ip netns add $wnb; nss+=($wnb)
-# The Linux TCP of the clients, servers and wireguard-go peers: this kernel defaults to BBR,
-# which ignores random loss; WAN_PEER_CC=cubic compares with the most common default instead.
-if [ -n "${WAN_PEER_CC:-}" ]; then
-  for n in $wna $wnb; do ip netns exec $n sysctl -qw net.ipv4.tcp_congestion_control="$WAN_PEER_CC"; done
-fi
+# The Linux TCP of the iperf3 ends (the senders over wireguard-go): this kernel defaults to
+# BBR, which ignores random loss; WAN_PEER_CC=cubic compares with the most common default.
+# (iperf3 -C as root: a namespace may only select the init namespace's allowed algorithms.)
+IPERF_CC=()
+[ -n "${WAN_PEER_CC:-}" ] && IPERF_CC=(-C "$WAN_PEER_CC")
 ip link add nxwa$tag netns $wna type veth peer name nxwb$tag netns $wnb
 ip -n $wna addr add 10.197.0.1/24 dev nxwa$tag; ip -n $wnb addr add 10.197.0.2/24 dev nxwb$tag
 for n in $wna $wnb; do ip -n $n link set lo up; done
@@ -85,9 +85,9 @@ wan_measure() {
     for _ in $(seq 30); do client $wna 10 "$tk" rtt "$host:$ep" 1 8 >/dev/null 2>&1 && break; sleep 0.5; done
     a0=$(udp_rcvbuf_errors $wna); b0=$(udp_rcvbuf_errors $wnb)
     phase "WAN $k forward"
-    R[$k,fwd]=$(SECS=$WAN_SECS RUNS=$WAN_RUNS iperf_tcp $wna "$host" "$ip")
+    R[$k,fwd]=$(SECS=$WAN_SECS RUNS=$WAN_RUNS iperf_tcp $wna "$host" "$ip" "${IPERF_CC[@]}")
     phase "WAN $k reverse"
-    R[$k,rev]=$(SECS=$WAN_SECS RUNS=$WAN_RUNS iperf_tcp $wna "$host" "$ip" -R)
+    R[$k,rev]=$(SECS=$WAN_SECS RUNS=$WAN_RUNS iperf_tcp $wna "$host" "$ip" -R "${IPERF_CC[@]}")
     R[$k,drops]="$(($(udp_rcvbuf_errors $wna) - a0)) / $(($(udp_rcvbuf_errors $wnb) - b0))"
     wan_relay_down "$k"
     echo "   fwd ${R[$k,fwd]:--} rev ${R[$k,rev]:--} Mbit/s, RcvbufErrors A/B ${R[$k,drops]}" >&2
