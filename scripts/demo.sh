@@ -47,9 +47,9 @@ CONF
 head -c $((32 << 20)) /dev/urandom >"$work/file.bin"
 $bin/testkit http-serve "127.0.0.1:$HTTP" "$work/file.bin" >"$work/http.out" &
 pids+=($!)
-$bin/nexd proxy --config "$work/b.conf" --ingress "tcp:80:127.0.0.1:$HTTP" 2>"$work/b.log" &
+$bin/nexd --state-dir "$work/state-b" --unix-socket "$work/b.sock" proxy --config "$work/b.conf" --ingress "tcp:80:127.0.0.1:$HTTP" 2>"$work/b.log" &
 pids+=($!)
-$bin/nexd proxy --config "$work/a.conf" --egress "tcp:$EGRESS:100.100.0.2:80" 2>"$work/a.log" &
+$bin/nexd --state-dir "$work/state-a" --unix-socket "$work/a.sock" proxy --config "$work/a.conf" --egress "tcp:$EGRESS:100.100.0.2:80" 2>"$work/a.log" &
 pids+=($!)
 
 for _ in $(seq 100); do
