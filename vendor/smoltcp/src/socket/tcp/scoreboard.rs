@@ -334,12 +334,17 @@ impl Scoreboard {
         let min_rtt = self.min_rtt.unwrap_or(self.rack_rtt);
         // RFC 8985 §6.2 step 4: no reordering seen, and already in recovery or with
         // DupThresh segments SACKed: no extra wait.
-        let sacked_segments = self
-            .segments
-            .iter()
-            .filter(|s| s.is(SACKED))
-            .take(3)
-            .count();
+        // Counting walks the segments: only when something is SACKed (not per ACK of a
+        // loss-free flow).
+        let sacked_segments = if self.sacked_bytes == 0 {
+            0
+        } else {
+            self.segments
+                .iter()
+                .filter(|s| s.is(SACKED))
+                .take(3)
+                .count()
+        };
         let reo_wnd = if !self.reordering_seen && (in_recovery || sacked_segments >= 3) {
             Duration::ZERO
         } else {
