@@ -61,7 +61,15 @@ fn seed_example_1_ingress_serves_a_local_http_server_to_the_peer() {
         .unwrap_or_else(|e| panic!("{e}\n{}", w.nexd.log()));
     assert_eq!(sha256(&std::fs::read(&out).unwrap()), sha256(&body));
     assert!(w.peer.as_ref().unwrap().has_handshake());
-    assert!(w.nexd.log().contains("handshake completed"));
+    // nexd logs the handshake from its 100 ms timer tick, which may come after a fast fetch.
+    assert!(
+        wait_until(Duration::from_secs(5), || w
+            .nexd
+            .log()
+            .contains("handshake completed")),
+        "{}",
+        w.nexd.log()
+    );
 }
 
 /// A PostgreSQL server in the peer's namespace, run as the postgres user.
