@@ -66,6 +66,8 @@ pub struct Sim {
     /// Segment counts seen at the links.
     pub tap: Tap,
     stats: LoopStats,
+    /// Prints every segment of this port (from `SIM_TRACE_PORT`), for debugging a case.
+    trace_port: Option<u16>,
 }
 
 impl Sim {
@@ -80,6 +82,9 @@ impl Sim {
             links: [Link::new(a_to_b), Link::new(b_to_a)],
             tap: Tap::default(),
             stats: LoopStats::default(),
+            trace_port: std::env::var("SIM_TRACE_PORT")
+                .ok()
+                .and_then(|p| p.parse().ok()),
         }
     }
 
@@ -146,6 +151,7 @@ impl Sim {
         for (i, link) in self.links.iter_mut().enumerate() {
             while let Some(p) = link.pop_due(self.now) {
                 if let Some(seg) = TcpInfo::parse(&p) {
+                    trace(self.trace_port, self.now, "deliver", &seg);
                     self.tap.on_deliver(&seg);
                 }
                 self.hosts[1 - i].device.rx.push_back(p);
@@ -159,11 +165,21 @@ impl Sim {
             self.stats.polls += 1;
             while let Some(p) = host.device.tx.pop_front() {
                 if let Some(seg) = TcpInfo::parse(&p) {
+                    trace(self.trace_port, self.now, "send", &seg);
                     self.tap.on_send(&seg);
                 }
                 link.send(self.now, p);
             }
         }
+    }
+}
+
+fn trace(port: Option<u16>, now: Instant, what: &str, seg: &TcpInfo) {
+    if port.is_some_and(|p| p == seg.src_port || p == seg.dst_port) {
+        eprintln!(
+            "{:>10.3} {what:<7} {seg:?}",
+            now.total_micros() as f64 / 1000.0
+        );
     }
 }
 

@@ -139,6 +139,33 @@ impl World {
 }
 
 /// The last lines of a log, for failure messages.
+/// nexd's log lines about the flows of the client ports named in `client_errors` ("local port
+/// N"): when a connection stalls, its state when it closed says which side held the bytes.
+fn flows_of_failed_clients(log: &str, client_errors: &[String]) -> String {
+    let ports: Vec<String> = client_errors
+        .iter()
+        .filter_map(|e| e.split("local port ").nth(1)?.split(')').next())
+        .map(|p| format!(":{p} "))
+        .collect();
+    let flows: Vec<String> = log
+        .lines()
+        .filter(|l| l.contains("ingress tcp flow") && ports.iter().any(|p| l.contains(p)))
+        .filter_map(|l| l.split("flow=").nth(1)?.split(' ').next())
+        .map(|id| format!("flow={id} "))
+        .collect();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| flows.iter().any(|f| l.contains(f.as_str())))
+        .collect();
+    if lines.is_empty() {
+        return format!(
+            "no nexd log lines for the failed clients; log tail:\n{}",
+            tail(log)
+        );
+    }
+    lines.join("\n")
+}
+
 fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(30)..].join("\n")
@@ -375,7 +402,7 @@ fn burst_round(w: &World, round: usize) {
 }
 
 /// Lines of a child's stdout, read on a thread so the test can wait with a deadline.
-fn stdout_lines(out: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+fn stdout_lines(out: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
     use std::io::BufRead;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -486,10 +513,11 @@ fn thousand_concurrent_connections_from_wireguard_go_into_ingress_without_leaks(
             ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("testkit tcp-load");
         let lines = stdout_lines(client.stdout.take().expect("stdout"));
+        let errors = stdout_lines(client.stderr.take().expect("stderr"));
         let open = lines.recv_timeout(Duration::from_secs(90));
         let all_flows = wait_until(Duration::from_secs(60), || {
             flows(&node).is_ok_and(|f| f.tcp >= 1000)
@@ -509,6 +537,7 @@ fn thousand_concurrent_connections_from_wireguard_go_into_ingress_without_leaks(
         }
         let status = client.wait().expect("wait for tcp-load");
         eprintln!("LOAD wireguard-go round {round}: {result:?}");
+        let client_errors: Vec<String> = errors.try_iter().collect();
         assert_eq!(open.as_deref(), Ok("open 1000"), "round {round}");
         assert!(
             all_flows,
@@ -516,8 +545,9 @@ fn thousand_concurrent_connections_from_wireguard_go_into_ingress_without_leaks(
         );
         assert!(
             status.success() && result.as_deref() == Ok("verified 1000 failed 0"),
-            "round {round}: {result:?}, client {status}\n{}",
-            tail(&node.log())
+            "round {round}: {result:?}, client {status}\n{}\n{}",
+            client_errors.join("\n"),
+            flows_of_failed_clients(&node.log(), &client_errors)
         );
         ledger.after_round(&nodes);
     }

@@ -539,7 +539,7 @@ impl Engine {
             };
             let dest = origin.destination;
             let id = self.flow_id();
-            debug!(flow = id, port, ?remote, %dest, "ingress tcp flow");
+            debug!(flow = id, port, remote = %r, %dest, "ingress tcp flow");
             let tuple = (IpAddr::from(r.addr), r.port, IpAddr::from(l.addr), l.port);
             let mut flow = TcpFlow::new(socket, tuple, None, dest);
             flow.origin = Some(origin);

@@ -58,20 +58,42 @@ pub fn concurrent_echo(
                     .map_err(|_| format!("conn {i}: never told to start"))?
                     .map_err(|_| format!("conn {i}: start signal dropped"))?;
                 let data = payload(bytes, seed.wrapping_add(i as u64));
+                // Progress both ways, so a timeout says which direction stood still.
+                let sent = AtomicUsize::new(0);
+                let received = AtomicUsize::new(0);
+                let local = conn.local_addr().map(|a| a.port()).unwrap_or(0);
                 let (mut r, mut w) = conn.split();
                 let write = async {
-                    w.write_all(&data).await?;
+                    for piece in data.chunks(16 * 1024) {
+                        w.write_all(piece).await?;
+                        sent.fetch_add(piece.len(), Ordering::Relaxed);
+                    }
                     // Half-close: the echo must still come back in full.
                     w.shutdown().await
                 };
                 let read = async {
                     let mut got = Vec::with_capacity(bytes);
-                    r.read_to_end(&mut got).await.map(|_| got)
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        let n = r.read(&mut buf).await?;
+                        if n == 0 {
+                            return Ok::<_, std::io::Error>(got);
+                        }
+                        got.extend_from_slice(&buf[..n]);
+                        received.fetch_add(n, Ordering::Relaxed);
+                    }
                 };
                 let (wrote, got) =
                     tokio::time::timeout(ECHO_TIMEOUT, async { tokio::join!(write, read) })
                         .await
-                        .map_err(|_| format!("conn {i}: echo timed out"))?;
+                        .map_err(|_| {
+                            format!(
+                                "conn {i} (local port {local}): echo timed out; sent {} of {bytes} \
+                                 bytes, received {}",
+                                sent.load(Ordering::Relaxed),
+                                received.load(Ordering::Relaxed)
+                            )
+                        })?;
                 wrote.map_err(|e| format!("conn {i}: write: {e}"))?;
                 let got = got.map_err(|e| format!("conn {i}: read: {e}"))?;
                 if got.len() != data.len() || sha256(&got) != sha256(&data) {
