@@ -108,6 +108,11 @@ pub struct ProxyArgs {
     #[arg(long, default_value = "8M", value_name = "BYTES", value_parser = parse_bytes)]
     pub max_tcp_window: usize,
 
+    /// Congestion control of TCP flows on the tunnel side: bbr (paces at the measured
+    /// bandwidth; holds its rate through random loss) or cubic (loss-based)
+    #[arg(long, default_value = "bbr", value_name = "ALGORITHM")]
+    pub tcp_congestion: crate::engine::stack::TcpCongestion,
+
     /// Seconds without traffic after which a UDP flow is closed
     #[arg(long, default_value_t = 60, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub udp_idle_timeout: u64,

@@ -236,6 +236,7 @@ pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
         max_flows_per_rule: args.max_flows_per_rule as usize,
         max_pending_bytes: args.max_pending_bytes,
         max_tcp_window: args.max_tcp_window,
+        tcp_congestion: args.tcp_congestion,
         ephemeral_ports: args.ephemeral_ports,
     };
     let cancel = CancellationToken::new();

@@ -14,7 +14,7 @@ fn main() {
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for case in wan::cases().into_iter().chain(wan::recovery_cases()) {
         let r = case
-            .scenario(move || tuned_tcp_socket(bytes, bytes))
+            .scenario(move || tuned_tcp_socket(bytes, bytes, Default::default()))
             .run(case.limit);
         let status = if r.complete {
             String::new()

@@ -3,13 +3,18 @@
 //! stall_hunt [RUNS] [FIRST_SEED] [MAX_LOSS_PERMILLE]`. A sender that ends up with nothing to send and no timer
 //! armed shows up here as an incomplete flow.
 
-use nexd::engine::stack::{tuned_tcp_socket, TCP_BUFFER};
+use nexd::engine::stack::{tuned_tcp_socket, TcpCongestion, TCP_BUFFER};
 use nexd::engine::DEFAULT_MAX_TCP_WINDOW;
 use nexd_sim::rng::Rng;
 use nexd_sim::{FlowSpec, LinkConfig, Scenario};
 use std::time::Duration;
 
 fn main() {
+    // SIM_CC=cubic|bbr picks the controller (default: nexd's).
+    let congestion: TcpCongestion = std::env::var("SIM_CC")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_default();
     let mut args = std::env::args().skip(1);
     let runs: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(200);
     let first: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1);
@@ -32,8 +37,8 @@ fn main() {
             link = link.rate(rate, 3_000 + rng.up_to(300_000) as usize);
         }
         let flows = 1 + rng.up_to(12) as usize;
-        let mut scenario = Scenario::symmetric(link.clone(), || {
-            tuned_tcp_socket(TCP_BUFFER, DEFAULT_MAX_TCP_WINDOW)
+        let mut scenario = Scenario::symmetric(link.clone(), move || {
+            tuned_tcp_socket(TCP_BUFFER, DEFAULT_MAX_TCP_WINDOW, congestion)
         })
         .seed(seed);
         for i in 0..flows {

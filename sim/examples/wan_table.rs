@@ -1,12 +1,17 @@
 //! Prints every standard WAN case run with nexd's socket configuration, as a markdown table:
 //! `cargo run -p nexd-sim --release --example wan_table [case ...]`.
 
-use nexd::engine::stack::{tuned_tcp_socket, TCP_BUFFER};
+use nexd::engine::stack::{tuned_tcp_socket, TcpCongestion, TCP_BUFFER};
 use nexd::engine::DEFAULT_MAX_TCP_WINDOW;
 use nexd_sim::wan;
 use std::time::Instant;
 
 fn main() {
+    // SIM_CC=cubic|bbr picks the controller (default: nexd's).
+    let congestion: TcpCongestion = std::env::var("SIM_CC")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_default();
     let only: Vec<String> = std::env::args().skip(1).collect();
     let chosen: Vec<_> = wan::cases()
         .into_iter()
@@ -20,7 +25,7 @@ fn main() {
     for case in &chosen {
         let wall = Instant::now();
         let r = case
-            .scenario(|| tuned_tcp_socket(TCP_BUFFER, DEFAULT_MAX_TCP_WINDOW))
+            .scenario(move || tuned_tcp_socket(TCP_BUFFER, DEFAULT_MAX_TCP_WINDOW, congestion))
             .run(case.limit);
         let wall = wall.elapsed().as_secs_f64();
         // The references are per flow; concurrent flows share the path.

@@ -47,6 +47,11 @@ pub fn drop_times(range: Range<u64>, times: u8) -> DropFilter {
     })
 }
 
+/// Drops a packet when any of `filters` does (each sees every packet, to keep its counts).
+pub fn any_of(mut filters: Vec<DropFilter>) -> DropFilter {
+    Box::new(move |packet| filters.iter_mut().fold(false, |drop, f| f(packet) | drop))
+}
+
 /// A burst loss: the segments carrying `n` × `mss` stream bytes from offset `from` are lost
 /// on first transmission (n segments when `from` is on a segment boundary).
 pub fn drop_burst(from: u64, n: usize, mss: u64) -> DropFilter {

@@ -55,7 +55,11 @@ impl Host {
     }
 
     /// Adds a TCP socket to this host.
-    pub fn add_tcp(&mut self, socket: tcp::Socket<'static>) -> SocketHandle {
+    pub fn add_tcp(&mut self, mut socket: tcp::Socket<'static>) -> SocketHandle {
+        if socket.timestamp_enabled() {
+            // Timestamps on the virtual clock, not the host's.
+            socket.set_tsval_generator(Some(crate::sim::virtual_tsval));
+        }
         self.sockets.add(socket)
     }
 

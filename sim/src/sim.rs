@@ -102,6 +102,7 @@ impl Sim {
     pub fn run(&mut self, app: &mut dyn App, limit: Duration) -> Result<(), RunError> {
         let deadline = self.now + SmolDuration::from_micros(limit.as_micros() as u64);
         loop {
+            set_virtual_clock(self.now);
             self.stats.instants += 1;
             self.deliver_due();
             for _ in 0..SETTLE_ROUNDS {
@@ -172,6 +173,23 @@ impl Sim {
             }
         }
     }
+}
+
+thread_local! {
+    /// The virtual clock in milliseconds, for TCP timestamps (smoltcp's generator is a plain
+    /// `fn`, so it cannot capture the simulator).
+    static VIRTUAL_MS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+fn set_virtual_clock(now: Instant) {
+    // From 1: a zero echo means "no timestamp" to the receiver.
+    VIRTUAL_MS.with(|c| c.set(now.total_millis() as u32 + 1));
+}
+
+/// RFC 7323 timestamp values on the virtual clock: every simulated socket sending
+/// timestamps uses this instead of a wall clock, so runs stay deterministic.
+pub fn virtual_tsval() -> u32 {
+    VIRTUAL_MS.with(|c| c.get())
 }
 
 fn trace(port: Option<u16>, now: Instant, what: &str, seg: &TcpInfo) {

@@ -1,7 +1,7 @@
 //! The standard WAN cases (issue 11's paths), shared by the tests and the `wan_table` example
 //! so both always measure the same thing.
 
-use crate::filters::{drop_burst, drop_once, drop_syns, drop_times};
+use crate::filters::{any_of, drop_burst, drop_once, drop_syns, drop_times};
 use crate::link::{DropFilter, LinkConfig};
 use crate::scenario::Scenario;
 use crate::sim::{A, B};
@@ -224,6 +224,18 @@ pub fn recovery_cases() -> Vec<WanCase> {
         .flow(FlowSpec::bulk(MIB))
         .drop_a_to_b(|| drop_syns(1))
         .drop_b_to_a(|| drop_syns(1)),
+        case(
+            "lossy_start",
+            "40 ms RTT; the first 48 segments are lost twice, then every 25th once",
+            40,
+            link(40),
+        )
+        .flow(FlowSpec::bulk(MIB))
+        .drop_a_to_b(|| {
+            let mut filters = vec![drop_times(0..48 * MSS, 2)];
+            filters.extend((2..30).map(|i| drop_once(i * 25 * MSS..i * 25 * MSS + 1)));
+            any_of(filters)
+        }),
     ]
 }
 

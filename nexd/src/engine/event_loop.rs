@@ -32,6 +32,10 @@ const LISTEN_BACKLOG: usize = 24;
 const INPUT_BATCH: usize = 256;
 /// Bound on poll rounds per wake-up, so the loop always returns to its inputs.
 const PUMP_ROUNDS: usize = 64;
+/// How often TCP flows are checked for stalls (debug logging only).
+const STALL_CHECK_EVERY: Duration = Duration::from_secs(5);
+/// Checks in a row without progress before a flow is reported stalled.
+const STALL_CHECKS: u8 = 3;
 
 /// Counters the engine keeps beyond the WireGuard layer's.
 #[derive(Default)]
@@ -213,6 +217,7 @@ fn run_on_own_runtime(
         let mut stack = NetStack::new(&cfg.network.addresses, cfg.tunables.mtu);
         stack.tcp_buffer = cfg.tunables.max_pending_bytes;
         stack.tcp_window_max = cfg.tunables.max_tcp_window;
+        stack.tcp_congestion = cfg.tunables.tcp_congestion;
         stack.set_ephemeral_ports(cfg.tunables.ephemeral_ports);
         let (events_tx, events_rx) = mpsc::channel(4096);
         let engine = Engine {
@@ -266,6 +271,7 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
 impl Engine {
     async fn run(mut self) {
         let mut buf = vec![0u8; 65536];
+        let mut stall_check = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_sweep = Instant::now();
@@ -303,6 +309,10 @@ impl Engine {
                         if self.closed_since_trim >= super::memory::TRIM_AFTER_CLOSED {
                             self.closed_since_trim = 0;
                             super::memory::release_free_memory();
+                        }
+                        if stall_check.elapsed() >= STALL_CHECK_EVERY {
+                            stall_check = Instant::now();
+                            self.report_stalls();
                         }
                         if tracing::enabled!(tracing::Level::TRACE) {
                             for (id, f) in &self.tcp_flows {
@@ -557,6 +567,26 @@ impl Engine {
         self.tcp_index.insert(flow.tuple, id);
         mark_dirty(&mut self.dirty, id, &mut flow);
         self.tcp_flows.insert(id, flow);
+    }
+
+    /// Logs (at debug level) every TCP flow whose queued data has not moved for
+    /// [`STALL_CHECKS`] checks: the queues and the sender's timers say which side holds it.
+    fn report_stalls(&mut self) {
+        if !tracing::enabled!(tracing::Level::DEBUG) {
+            return;
+        }
+        for (id, f) in self.tcp_flows.iter_mut() {
+            if f.stalled(STALL_CHECKS) {
+                debug!(
+                    flow = id,
+                    dest = %f.dest,
+                    state = %f.describe(),
+                    sender = %f.sender_state(),
+                    "tcp flow stalled: no byte moved for {} s",
+                    STALL_CHECKS as u64 * STALL_CHECK_EVERY.as_secs()
+                );
+            }
+        }
     }
 
     /// Polls and services the flows queued in this pump (only those: the cost of a pump

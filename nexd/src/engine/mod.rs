@@ -49,6 +49,8 @@ pub struct Tunables {
     pub max_pending_bytes: usize,
     /// Largest smoltcp buffer (and window) per direction a busy flow may grow to.
     pub max_tcp_window: usize,
+    /// Congestion controller of tunnel-side TCP flows.
+    pub tcp_congestion: stack::TcpCongestion,
     /// Tunnel-side source ports of egress flows (inclusive).
     pub ephemeral_ports: (u16, u16),
 }
@@ -71,6 +73,7 @@ impl Default for Tunables {
             max_flows_per_rule: DEFAULT_MAX_FLOWS_PER_RULE,
             max_pending_bytes: stack::TCP_BUFFER,
             max_tcp_window: DEFAULT_MAX_TCP_WINDOW,
+            tcp_congestion: stack::TcpCongestion::default(),
             ephemeral_ports: ports::DEFAULT_RANGE,
         }
     }

@@ -37,6 +37,8 @@ pub struct NetStack {
     pub tcp_buffer: usize,
     /// Largest buffer per direction a TCP socket's autotuning may grow to.
     pub tcp_window_max: usize,
+    /// Congestion controller of new TCP sockets.
+    pub tcp_congestion: TcpCongestion,
 }
 
 impl NetStack {
@@ -70,6 +72,7 @@ impl NetStack {
             epoch,
             tcp_buffer: TCP_BUFFER,
             tcp_window_max: super::DEFAULT_MAX_TCP_WINDOW,
+            tcp_congestion: TcpCongestion::default(),
         }
     }
 
@@ -139,7 +142,7 @@ impl NetStack {
 
     /// A new TCP socket with large buffers, tuned for a proxy, in no set yet.
     pub fn tcp_socket(&self) -> tcp::Socket<'static> {
-        tuned_tcp_socket(self.tcp_buffer, self.tcp_window_max)
+        tuned_tcp_socket(self.tcp_buffer, self.tcp_window_max, self.tcp_congestion)
     }
 
     /// A new UDP socket.
@@ -156,16 +159,56 @@ impl NetStack {
     }
 }
 
+/// The congestion controller of nexd's TCP flows on the tunnel side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TcpCongestion {
+    /// Loss-based (RFC 9438), as Linux's default `cubic`.
+    Cubic,
+    /// Model-based: paces at the measured bottleneck bandwidth, as Linux's `bbr`; holds its
+    /// rate through random loss.
+    #[default]
+    Bbr,
+}
+
+impl std::str::FromStr for TcpCongestion {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cubic" => Ok(TcpCongestion::Cubic),
+            "bbr" => Ok(TcpCongestion::Bbr),
+            _ => Err(format!(
+                "unknown TCP congestion control {s:?}: use cubic or bbr"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for TcpCongestion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TcpCongestion::Cubic => "cubic",
+            TcpCongestion::Bbr => "bbr",
+        })
+    }
+}
+
 /// A TCP socket configured as nexd configures every flow's socket (also used by nexd-sim):
 /// `buffer` octets per direction at first, growing with the path up to `window_max`.
-pub fn tuned_tcp_socket(buffer: usize, window_max: usize) -> tcp::Socket<'static> {
+pub fn tuned_tcp_socket(
+    buffer: usize,
+    window_max: usize,
+    congestion: TcpCongestion,
+) -> tcp::Socket<'static> {
     let rx = tcp::SocketBuffer::new(vec![0; buffer]);
     let tx = tcp::SocketBuffer::new(vec![0; buffer]);
     let mut s = tcp::Socket::new(rx, tx);
     // Windows grow with the measured bandwidth-delay product, as Linux autotuning does;
     // idle flows and slow readers keep the initial buffers.
     s.set_buffer_limits(window_max, window_max);
-    s.set_congestion_control(tcp::CongestionControl::Cubic);
+    s.set_congestion_control(match congestion {
+        TcpCongestion::Cubic => tcp::CongestionControl::Cubic,
+        TcpCongestion::Bbr => tcp::CongestionControl::Bbr,
+    });
     // The host side already coalesces writes; Nagle here only adds latency.
     s.set_nagle_enabled(false);
     // Delayed ACKs (10 ms by default) slow every request/response and every close.

@@ -56,6 +56,10 @@ pub struct TcpFlow {
     fin_sent: bool,
     remote_fin: bool,
     established: bool,
+    /// Stall watch: the queues at the last check and how many checks in a row saw them
+    /// unchanged with data waiting.
+    last_queues: (usize, usize),
+    still_checks: u8,
 }
 
 /// What [`TcpFlow::service`] found.
@@ -101,6 +105,8 @@ impl TcpFlow {
             fin_sent: false,
             remote_fin: false,
             established: false,
+            last_queues: (0, 0),
+            still_checks: 0,
         }
     }
 
@@ -182,6 +188,26 @@ impl TcpFlow {
             self.fin_sent,
             self.remote_fin,
         )
+    }
+
+    /// Called every few seconds: true once when data has waited with no byte moving for
+    /// `checks` calls in a row (a stalled connection, worth a log line).
+    pub fn stalled(&mut self, checks: u8) -> bool {
+        let socket = self.socket();
+        let queues = (socket.send_queue(), socket.recv_queue());
+        let waiting = queues.0 > 0 || queues.1 > 0 || !self.pending.is_empty();
+        if !waiting || queues != self.last_queues {
+            self.last_queues = queues;
+            self.still_checks = 0;
+            return false;
+        }
+        self.still_checks = self.still_checks.saturating_add(1);
+        self.still_checks == checks
+    }
+
+    /// The tunnel-side sender's state, for a stall report.
+    pub fn sender_state(&self) -> String {
+        self.socket().sender_state().to_string()
     }
 
     /// Moves data both ways as far as buffers allow and follows the socket's state.

@@ -5,10 +5,17 @@
 use nexd_sim::{wan, Report, Scenario};
 use std::time::{Duration, Instant};
 
-/// A TCP socket exactly as nexd builds one for a flow.
+/// A TCP socket exactly as nexd builds one for a flow (nexd's default congestion control).
 pub fn nexd_socket() -> smoltcp::socket::tcp::Socket<'static> {
+    socket_with(Default::default())
+}
+
+/// nexd's socket with the given congestion control.
+pub fn socket_with(
+    cc: nexd::engine::stack::TcpCongestion,
+) -> smoltcp::socket::tcp::Socket<'static> {
     let b = nexd::engine::stack::TCP_BUFFER;
-    nexd::engine::stack::tuned_tcp_socket(b, nexd::engine::DEFAULT_MAX_TCP_WINDOW)
+    nexd::engine::stack::tuned_tcp_socket(b, nexd::engine::DEFAULT_MAX_TCP_WINDOW, cc)
 }
 
 /// Runs the scenario, prints its report and the wall time it took, and checks that every
@@ -25,8 +32,13 @@ pub fn run(name: &str, scenario: Scenario, limit: Duration) -> Report {
 
 /// Runs the standard WAN case `name` with nexd's sockets.
 pub fn run_case(name: &str) -> Report {
+    run_case_with(name, Default::default())
+}
+
+/// Runs the standard WAN case `name` with nexd's sockets and this congestion control.
+pub fn run_case_with(name: &str, cc: nexd::engine::stack::TcpCongestion) -> Report {
     let case = wan::by_name(name).unwrap_or_else(|| panic!("no WAN case {name}"));
-    run(name, case.scenario(nexd_socket), case.limit)
+    run(name, case.scenario(move || socket_with(cc)), case.limit)
 }
 
 /// Asserts a goodput floor and a completion bound (virtual seconds).

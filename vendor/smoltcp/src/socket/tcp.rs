@@ -462,6 +462,10 @@ pub enum CongestionControl {
 
     #[cfg(feature = "socket-tcp-cubic")]
     Cubic,
+
+    /// BBR v1: paces at the measured bottleneck bandwidth; random loss barely slows it.
+    #[cfg(feature = "socket-tcp-bbr")]
+    Bbr,
 }
 
 /// A Transmission Control Protocol socket.
@@ -795,6 +799,9 @@ impl<'a> Socket<'a> {
 
             #[cfg(feature = "socket-tcp-cubic")]
             CongestionControl::Cubic => AnyController::Cubic(cubic::Cubic::new()),
+
+            #[cfg(feature = "socket-tcp-bbr")]
+            CongestionControl::Bbr => AnyController::Bbr(bbr::Bbr::new()),
         }
     }
 
@@ -810,6 +817,9 @@ impl<'a> Socket<'a> {
 
             #[cfg(feature = "socket-tcp-cubic")]
             AnyController::Cubic(_) => CongestionControl::Cubic,
+
+            #[cfg(feature = "socket-tcp-bbr")]
+            AnyController::Bbr(_) => CongestionControl::Bbr,
         }
     }
 
@@ -1527,6 +1537,42 @@ impl<'a> Socket<'a> {
         Ok(self.rx_buffer.read_allocated(0, data))
     }
 
+    /// The sender's state in one line, for diagnosing a stalled connection (not a stable
+    /// format): sequence numbers, windows, the scoreboard and every timer.
+    pub fn sender_state(&self) -> impl fmt::Display + '_ {
+        struct SenderState<'s, 'a>(&'s Socket<'a>);
+        impl fmt::Display for SenderState<'_, '_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let s = self.0;
+                write!(
+                    f,
+                    "una={} nxt={} flight={} pipe={} sacked={} lost={} cwnd={} rwin={} tx={} \
+                     timer={:?} rto={} tlp_at={:?} tlp_pending={} rack_timer={:?} \
+                     recovery={:?} srtt={:?} pacing={:?} tx_waiting={}",
+                    s.local_seq_no,
+                    s.remote_last_seq,
+                    s.flight_size(),
+                    s.pipe(),
+                    s.scoreboard.sacked_bytes(),
+                    s.scoreboard.lost_bytes(),
+                    s.congestion_controller.inner().window(),
+                    s.remote_win_len,
+                    s.tx_buffer.len(),
+                    s.timer,
+                    s.rtte.retransmission_timeout(),
+                    s.tlp_at,
+                    s.tlp_pending,
+                    s.rack_timer,
+                    s.loss_recovery,
+                    s.scoreboard.srtt(),
+                    s.pacing_rate(),
+                    s.tx_buffer.len().saturating_sub(s.flight_size()),
+                )
+            }
+        }
+        SenderState(self)
+    }
+
     /// Return the amount of octets queued in the transmit buffer.
     ///
     /// Note that the Berkeley sockets interface does not have an equivalent of this API.
@@ -1593,7 +1639,8 @@ impl<'a> Socket<'a> {
             .srtt()
             .filter(|&s| s >= pacer::MIN_PACED_RTT)?;
         let cc = self.congestion_controller.inner();
-        Some(pacer::rate(cc.window(), srtt, cc.in_slow_start()))
+        cc.pacing_rate()
+            .or_else(|| Some(pacer::rate(cc.window(), srtt, cc.in_slow_start())))
     }
 
     /// When the pacer lets a data segment of `len` octets leave (`now` if it may now).
@@ -2342,6 +2389,33 @@ impl<'a> Socket<'a> {
                     self.remote_last_seq,
                     cx.now(),
                 );
+                if let Some(rate) = &outcome.rate {
+                    // The pipe before this ACK's cumulative part leaves it.
+                    let in_flight = self.pipe().saturating_sub(ack_len);
+                    self.congestion_controller.inner_mut().on_rate_sample(
+                        cx.now(),
+                        rate,
+                        outcome.rtt_sample,
+                        self.scoreboard.srtt(),
+                        in_flight,
+                    );
+                }
+                // RFC 7323 §4.1: with timestamps, an ACK of new data measures the RTT even
+                // when every segment it covers was retransmitted (as Linux does). Without
+                // this, Karn's rule leaves a connection whose first flight timed out with no
+                // sample at all: its RTO backs off to tens of seconds and never comes down.
+                let ts_rtt = match (outcome.rtt_sample, self.tsval_generator, repr.timestamp) {
+                    (None, Some(now_ts), Some(ts)) if ack_len > 0 && ts.tsecr != 0 => {
+                        let ms = now_ts().wrapping_sub(ts.tsecr);
+                        (ms < RTTE_MAX_RTO).then_some(ms)
+                    }
+                    _ => None,
+                };
+                if let Some(ms) = ts_rtt {
+                    self.rtte.sample(ms);
+                    self.scoreboard
+                        .seed_rtt(Duration::from_millis(u64::from(ms.max(1))));
+                }
                 if let Some(rtt) = outcome.rtt_sample {
                     self.rtte.sample(rtt.total_millis() as u32);
                     if self.congestion_controller.inner().in_slow_start()
@@ -3206,6 +3280,12 @@ impl<'a> Socket<'a> {
                         repr.control == TcpControl::Fin,
                         cx.now(),
                     );
+                    // All the data there is went out with room left in the window: this
+                    // flight's rate samples may understate the path.
+                    let cwnd = self.congestion_controller.inner().window();
+                    if self.flight_size() >= self.tx_buffer.len() && self.pipe() < cwnd {
+                        self.scoreboard.on_app_limited();
+                    }
                 }
                 if !repr.payload.is_empty()
                     && let Some(rate) = self.pacing_rate()

@@ -1,6 +1,8 @@
 use crate::time::Instant;
 
+use super::scoreboard::RateSample;
 use super::RttEstimator;
+use crate::time::Duration;
 
 pub(super) mod no_control;
 
@@ -9,6 +11,9 @@ pub(super) mod cubic;
 
 #[cfg(feature = "socket-tcp-reno")]
 pub(super) mod reno;
+
+#[cfg(feature = "socket-tcp-bbr")]
+pub(super) mod bbr;
 
 #[allow(unused_variables)]
 pub(super) trait Controller {
@@ -43,6 +48,24 @@ pub(super) trait Controller {
 
     /// Set the maximum segment size.
     fn set_mss(&mut self, mss: usize) {}
+
+    /// A delivery-rate sample from an ACK that delivered data (ACKed or SACKed), with the
+    /// RTT it measured if any, the smoothed RTT, and the bytes still in the network.
+    fn on_rate_sample(
+        &mut self,
+        now: Instant,
+        sample: &RateSample,
+        rtt: Option<Duration>,
+        srtt: Option<Duration>,
+        in_flight: usize,
+    ) {
+    }
+
+    /// The pacing rate (bytes per second) of a controller that paces by its own model;
+    /// `None` derives it from the window and the RTT.
+    fn pacing_rate(&self) -> Option<u64> {
+        None
+    }
 }
 
 #[derive(Debug)]
@@ -55,6 +78,9 @@ pub(super) enum AnyController {
 
     #[cfg(feature = "socket-tcp-cubic")]
     Cubic(cubic::Cubic),
+
+    #[cfg(feature = "socket-tcp-bbr")]
+    Bbr(bbr::Bbr),
 }
 
 impl AnyController {
@@ -96,6 +122,9 @@ impl AnyController {
 
             #[cfg(feature = "socket-tcp-cubic")]
             AnyController::Cubic(c) => c,
+
+            #[cfg(feature = "socket-tcp-bbr")]
+            AnyController::Bbr(b) => b,
         }
     }
 
@@ -109,6 +138,9 @@ impl AnyController {
 
             #[cfg(feature = "socket-tcp-cubic")]
             AnyController::Cubic(c) => c,
+
+            #[cfg(feature = "socket-tcp-bbr")]
+            AnyController::Bbr(b) => b,
         }
     }
 }

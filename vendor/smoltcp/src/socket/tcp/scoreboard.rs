@@ -6,6 +6,10 @@
 //! lost when a segment sent sufficiently later has been delivered. Lost entries are
 //! retransmitted one by one instead of rewinding the whole window, and `pipe` (the bytes
 //! really in the network) replaces the flight size for congestion-window checks.
+//!
+//! Each entry also carries the connection's delivery counters at its send time, so that its
+//! acknowledgement gives a delivery-rate sample (draft-cheng-iccrg-delivery-rate-estimation),
+//! which a model-based congestion controller (BBR) needs.
 
 use alloc::collections::VecDeque;
 
@@ -25,6 +29,33 @@ struct Segment {
     sent_at: Instant,
     flags: u8,
     fin: bool,
+    /// The connection's delivery counters when this segment was (last) sent.
+    rate: SendState,
+}
+
+/// Delivery counters copied into each segment at its send time.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+struct SendState {
+    delivered: u64,
+    delivered_time: Instant,
+    first_sent_time: Instant,
+    app_limited: bool,
+}
+
+/// A delivery-rate sample: what one ACK says about the path's bandwidth.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RateSample {
+    /// Bytes delivered (cumulatively ACKed or SACKed) over the connection's life.
+    pub delivered_total: u64,
+    /// `delivered_total` when the newest segment this ACK delivered was sent (round counting).
+    pub prior_delivered: u64,
+    /// Bytes this ACK newly delivered.
+    pub newly_delivered: usize,
+    /// Delivery rate in bytes per second, when the interval was long enough to trust.
+    pub bandwidth: Option<u64>,
+    /// The sample was taken while the sender had nothing to send: it may understate the path.
+    pub app_limited: bool,
 }
 
 impl Segment {
@@ -54,6 +85,8 @@ pub(crate) struct AckOutcome {
     pub rtt_sample: Option<Duration>,
     /// Bytes newly marked SACKed.
     pub newly_sacked: usize,
+    /// Delivery-rate sample, when the ACK delivered anything.
+    pub rate: Option<RateSample>,
 }
 
 /// The scoreboard and the RACK state of one connection.
@@ -77,6 +110,13 @@ pub(crate) struct Scoreboard {
     min_rtt: Option<Duration>,
     /// Smoothed RTT in microseconds (1/8 EWMA), finer than the RTO estimator's milliseconds.
     srtt_us: Option<u64>,
+    /// Delivery-rate estimation: bytes delivered so far, when the last was, and the send
+    /// time of the newest segment delivered.
+    delivered: u64,
+    delivered_time: Option<Instant>,
+    first_sent_time: Option<Instant>,
+    /// Nonzero while the sender is application-limited: `delivered` beyond which that ends.
+    app_limited_until: u64,
 }
 
 impl Scoreboard {
@@ -121,13 +161,40 @@ impl Scoreboard {
                 return;
             }
         }
+        let rate = self.send_state(now);
         self.segments.push_back(Segment {
             start,
             end,
             sent_at: now,
             flags: 0,
             fin,
+            rate,
         });
+    }
+
+    /// The delivery counters to store in a segment sent at `now`.
+    fn send_state(&mut self, now: Instant) -> SendState {
+        if self.segments.is_empty() {
+            // Nothing in flight: the sending interval starts now, not at the last delivery.
+            self.first_sent_time = Some(now);
+            self.delivered_time = Some(now);
+        }
+        SendState {
+            delivered: self.delivered,
+            delivered_time: self.delivered_time.unwrap_or(now),
+            first_sent_time: self.first_sent_time.unwrap_or(now),
+            app_limited: self.app_limited_until != 0,
+        }
+    }
+
+    /// The sender has room in its window but no data: the rate samples of what is in flight
+    /// now may understate the path (the draft's C.app_limited).
+    pub fn on_app_limited(&mut self) {
+        let in_flight = match (self.segments.front(), self.segments.back()) {
+            (Some(first), Some(last)) => last.end - first.start,
+            _ => 0,
+        };
+        self.app_limited_until = (self.delivered + in_flight as u64).max(1);
     }
 
     /// The lowest segment deemed lost, to retransmit next.
@@ -176,12 +243,14 @@ impl Scoreboard {
             self.segments[i].fin = false;
             self.segments.insert(i + 1, rest);
         }
+        let rate = self.send_state(now);
         let s = &mut self.segments[i];
         if s.is(LOST) {
             self.lost_bytes -= s.len();
         }
         s.flags = (s.flags & !LOST) | RETRANSMITTED;
         s.sent_at = now;
+        s.rate = rate;
     }
 
     /// Marks the first unSACKed segment lost (three duplicate ACKs or a NewReno partial ACK,
@@ -226,6 +295,52 @@ impl Scoreboard {
         }
     }
 
+    /// Counts a segment as delivered and keeps the newest-sent one delivered by this ACK.
+    fn rate_delivered(&mut self, s: Segment, now: Instant, newest: &mut Option<Segment>) {
+        self.delivered += s.len() as u64;
+        self.delivered_time = Some(now);
+        let newer = newest.is_none_or(|n| {
+            s.rate.delivered > n.rate.delivered
+                || (s.rate.delivered == n.rate.delivered && s.sent_at > n.sent_at)
+        });
+        if newer {
+            *newest = Some(s);
+            self.first_sent_time = Some(s.sent_at);
+        }
+    }
+
+    /// The rate sample of an ACK whose newest delivered segment is `p`.
+    fn rate_sample(&mut self, p: Segment, delivered_before: u64, now: Instant) -> RateSample {
+        if self.app_limited_until != 0 && self.delivered > self.app_limited_until {
+            self.app_limited_until = 0;
+        }
+        let send_elapsed = p.sent_at - p.rate.first_sent_time;
+        let ack_elapsed = now - p.rate.delivered_time;
+        // The longer of the two: ACK compression shortens the ACK interval, and a burst
+        // sent at once shortens the send interval.
+        let interval = send_elapsed.max(ack_elapsed);
+        let delivered = self.delivered - p.rate.delivered;
+        // Shorter than a round trip, the interval holds too few ACKs to trust (the draft
+        // discards such samples).
+        let trusted = self.min_rtt.is_some_and(|m| interval >= m) && interval.total_micros() > 0;
+        RateSample {
+            delivered_total: self.delivered,
+            prior_delivered: p.rate.delivered,
+            newly_delivered: (self.delivered - delivered_before) as usize,
+            bandwidth: trusted
+                .then(|| delivered.saturating_mul(1_000_000) / interval.total_micros()),
+            app_limited: p.rate.app_limited,
+        }
+    }
+
+    /// An RTT measured by timestamps (millisecond resolution), used only while no segment
+    /// has given a finer sample: it enables the tail loss probe and RACK's timers.
+    pub fn seed_rtt(&mut self, rtt: Duration) {
+        if self.srtt_us.is_none() {
+            self.sample_rtt(rtt);
+        }
+    }
+
     fn sample_rtt(&mut self, rtt: Duration) {
         self.min_rtt = Some(self.min_rtt.map_or(rtt, |m| m.min(rtt)));
         let us = rtt.total_micros().max(1);
@@ -245,6 +360,8 @@ impl Scoreboard {
     ) -> AckOutcome {
         let mut out = AckOutcome::default();
         let mut newest_clean: Option<Instant> = None;
+        let mut newest: Option<Segment> = None;
+        let delivered_before = self.delivered;
         // Cumulatively acknowledged segments.
         while let Some(front) = self.segments.front().copied() {
             if front.end > ack {
@@ -267,6 +384,7 @@ impl Scoreboard {
                 self.sacked_bytes -= front.len();
                 continue;
             }
+            self.rate_delivered(front, now, &mut newest);
             if front.is(LOST) {
                 self.lost_bytes -= front.len();
             }
@@ -307,6 +425,7 @@ impl Scoreboard {
                     if !s.is(RETRANSMITTED) {
                         newest_clean = Some(newest_clean.map_or(s.sent_at, |t| t.max(s.sent_at)));
                     }
+                    self.rate_delivered(s, now, &mut newest);
                     self.on_delivered(s, now);
                 }
                 i += 1;
@@ -316,6 +435,9 @@ impl Scoreboard {
             let rtt = now - t;
             self.sample_rtt(rtt);
             out.rtt_sample = Some(rtt);
+        }
+        if let Some(p) = newest {
+            out.rate = Some(self.rate_sample(p, delivered_before, now));
         }
         if self.segments.is_empty() && self.segments.capacity() > 64 {
             // An idle connection should not keep a large ring.

@@ -1,0 +1,464 @@
+//! BBR (version 1, as in Linux's `tcp_bbr.c`): a model-based congestion controller.
+//!
+//! Instead of reading loss as congestion, BBR measures the path: the bottleneck bandwidth
+//! (the highest delivery rate over the last ten round trips) and the round-trip propagation
+//! time (the lowest RTT over ten seconds). It paces at a gain times that bandwidth and keeps
+//! about two bandwidth-delay products in flight. Random loss, which makes loss-based
+//! controllers (Reno, CUBIC) collapse on long paths, barely moves it.
+//!
+//! Simplifications against Linux: no long-term (policer) bandwidth mode, no ACK aggregation
+//! allowance beyond the cwnd gain, and a minimum RTT of [`MIN_MODEL_RTT`] for the window, so
+//! that a host-local path keeps enough in flight for the event loop's batching.
+
+use crate::socket::tcp::RttEstimator;
+use crate::socket::tcp::scoreboard::RateSample;
+use crate::time::{Duration, Instant};
+
+use super::Controller;
+
+/// 2/ln(2): the smallest gain that doubles the delivery rate every round in startup.
+const HIGH_GAIN: f64 = 2.885;
+/// Pacing gains of the eight phases of a bandwidth probing cycle.
+const CYCLE: [f64; 8] = [1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0];
+/// Window of the bandwidth max filter, in round trips.
+const BW_ROUNDS: u64 = 10;
+/// How long a minimum RTT stays valid before PROBE_RTT measures it again.
+const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
+/// How long PROBE_RTT holds the window at its minimum.
+const PROBE_RTT_TIME: Duration = Duration::from_millis(200);
+/// The window is at least this many segments.
+const MIN_CWND_SEGMENTS: usize = 4;
+/// Initial window in segments (RFC 6928).
+const INITIAL_WINDOW_SEGMENTS: usize = 10;
+/// The RTT the window model uses at the least: below it the path is a LAN or a host, where
+/// ACKs come in batches and a window of two measured BDPs (a few segments) would starve it.
+pub(crate) const MIN_MODEL_RTT: Duration = Duration::from_millis(2);
+/// Startup ends once the bandwidth grew less than 25 % in this many rounds.
+const FULL_BW_ROUNDS: u8 = 3;
+
+const DEFAULT_MSS: usize = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+enum Mode {
+    /// Doubling the rate every round until the bandwidth stops growing.
+    Startup,
+    /// Draining the queue startup built.
+    Drain,
+    /// Cycling the pacing gain around the measured bandwidth.
+    ProbeBw,
+    /// Holding the window small to measure the propagation delay again.
+    ProbeRtt,
+}
+
+/// Running maximum of the per-round bandwidth over the last [`BW_ROUNDS`] rounds.
+#[derive(Debug, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+struct MaxBandwidth {
+    /// (round, max bandwidth seen in that round), oldest first.
+    rounds: [(u64, u64); BW_ROUNDS as usize],
+}
+
+impl MaxBandwidth {
+    fn update(&mut self, round: u64, bw: u64) {
+        let slot = &mut self.rounds[(round % BW_ROUNDS) as usize];
+        if slot.0 != round {
+            *slot = (round, 0);
+        }
+        slot.1 = slot.1.max(bw);
+    }
+
+    fn get(&self, round: u64) -> u64 {
+        self.rounds
+            .iter()
+            .filter(|(r, _)| round.saturating_sub(*r) < BW_ROUNDS)
+            .map(|&(_, bw)| bw)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+#[derive(Debug)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Bbr {
+    mode: Mode,
+    mss: usize,
+    cwnd: usize,
+    rwnd: usize,
+    bandwidth: MaxBandwidth,
+    min_rtt: Option<Duration>,
+    min_rtt_stamp: Option<Instant>,
+    /// Round trips counted by delivered bytes: a round ends when a segment sent after the
+    /// previous round's end is delivered.
+    round: u64,
+    next_round_delivered: u64,
+    full_bw: u64,
+    full_bw_rounds: u8,
+    filled_pipe: bool,
+    cycle_index: usize,
+    cycle_stamp: Option<Instant>,
+    probe_rtt_done: Option<Instant>,
+    probe_rtt_round_done: bool,
+    /// The window before loss recovery or PROBE_RTT cut it, restored after.
+    prior_cwnd: usize,
+    /// Packet conservation for the first round of a loss episode (as Linux BBR).
+    conservation_round: Option<u64>,
+    /// Smoothed RTT, for the pacing rate before the first bandwidth sample.
+    srtt: Option<Duration>,
+}
+
+impl Bbr {
+    pub fn new() -> Bbr {
+        Bbr {
+            mode: Mode::Startup,
+            mss: DEFAULT_MSS,
+            cwnd: INITIAL_WINDOW_SEGMENTS * DEFAULT_MSS,
+            rwnd: 64 * DEFAULT_MSS,
+            bandwidth: MaxBandwidth::default(),
+            min_rtt: None,
+            min_rtt_stamp: None,
+            round: 0,
+            next_round_delivered: 0,
+            full_bw: 0,
+            full_bw_rounds: 0,
+            filled_pipe: false,
+            cycle_index: 0,
+            cycle_stamp: None,
+            probe_rtt_done: None,
+            probe_rtt_round_done: false,
+            prior_cwnd: 0,
+            conservation_round: None,
+            srtt: None,
+        }
+    }
+
+    fn btl_bw(&self) -> u64 {
+        self.bandwidth.get(self.round)
+    }
+
+    fn pacing_gain(&self) -> f64 {
+        match self.mode {
+            Mode::Startup => HIGH_GAIN,
+            Mode::Drain => 1.0 / HIGH_GAIN,
+            Mode::ProbeBw => CYCLE[self.cycle_index],
+            Mode::ProbeRtt => 1.0,
+        }
+    }
+
+    fn cwnd_gain(&self) -> f64 {
+        match self.mode {
+            Mode::Startup | Mode::Drain => HIGH_GAIN,
+            _ => 2.0,
+        }
+    }
+
+    /// `gain` bandwidth-delay products, in bytes, once both are measured.
+    fn bdp(&self, gain: f64) -> Option<usize> {
+        let bw = self.btl_bw();
+        let rtt = self.min_rtt?.max(MIN_MODEL_RTT);
+        (bw > 0).then(|| (bw as f64 * rtt.total_micros() as f64 / 1e6 * gain) as usize)
+    }
+
+    fn min_cwnd(&self) -> usize {
+        MIN_CWND_SEGMENTS * self.mss
+    }
+
+    fn update_round(&mut self, rs: &RateSample) -> bool {
+        if rs.prior_delivered >= self.next_round_delivered {
+            self.next_round_delivered = rs.delivered_total;
+            self.round += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn check_full_pipe(&mut self, round_start: bool, rs: &RateSample) {
+        if self.filled_pipe || !round_start || rs.app_limited {
+            return;
+        }
+        let bw = self.btl_bw();
+        if bw >= self.full_bw.saturating_mul(5) / 4 {
+            self.full_bw = bw;
+            self.full_bw_rounds = 0;
+            return;
+        }
+        self.full_bw_rounds += 1;
+        self.filled_pipe = self.full_bw_rounds >= FULL_BW_ROUNDS;
+    }
+
+    fn advance_cycle(&mut self, now: Instant, in_flight: usize) {
+        let Some(stamp) = self.cycle_stamp else {
+            self.cycle_stamp = Some(now);
+            return;
+        };
+        let elapsed = now - stamp > self.min_rtt.unwrap_or(MIN_MODEL_RTT);
+        let gain = CYCLE[self.cycle_index];
+        let bdp = self.bdp(1.0).unwrap_or(self.cwnd);
+        let next = if gain > 1.0 {
+            // Probing: stay until a round passed and the extra data is in flight.
+            elapsed && in_flight >= self.bdp(gain).unwrap_or(self.cwnd)
+        } else if gain < 1.0 {
+            // Draining the probe's queue: leave as soon as it is gone.
+            elapsed || in_flight <= bdp
+        } else {
+            elapsed
+        };
+        if next {
+            self.cycle_index = (self.cycle_index + 1) % CYCLE.len();
+            self.cycle_stamp = Some(now);
+        }
+    }
+
+    fn update_min_rtt(
+        &mut self,
+        now: Instant,
+        rtt: Option<Duration>,
+        in_flight: usize,
+        delivered: u64,
+    ) {
+        let expired = self.min_rtt_stamp.is_some_and(|t| now - t > MIN_RTT_WINDOW);
+        if let Some(rtt) = rtt
+            && (self.min_rtt.is_none_or(|m| rtt <= m) || expired)
+        {
+            self.min_rtt = Some(rtt);
+            self.min_rtt_stamp = Some(now);
+        }
+        if expired && self.mode != Mode::ProbeRtt {
+            self.mode = Mode::ProbeRtt;
+            self.prior_cwnd = self.prior_cwnd.max(self.cwnd);
+            self.probe_rtt_done = None;
+        }
+        if self.mode == Mode::ProbeRtt {
+            match self.probe_rtt_done {
+                None if in_flight <= self.min_cwnd() => {
+                    self.probe_rtt_done = Some(now + PROBE_RTT_TIME);
+                    self.probe_rtt_round_done = false;
+                    // Hold the small window for a whole round as well.
+                    self.next_round_delivered = delivered;
+                }
+                Some(done) if self.probe_rtt_round_done && now >= done => {
+                    self.min_rtt_stamp = Some(now);
+                    self.cwnd = self.cwnd.max(self.prior_cwnd);
+                    self.prior_cwnd = 0;
+                    self.mode = if self.filled_pipe {
+                        self.cycle_stamp = Some(now);
+                        Mode::ProbeBw
+                    } else {
+                        Mode::Startup
+                    };
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn update_cwnd(&mut self, acked: usize, in_flight: usize, round_start: bool) {
+        if self.mode == Mode::ProbeRtt {
+            self.cwnd = self.cwnd.min(self.min_cwnd());
+            return;
+        }
+        if let Some(r) = self.conservation_round {
+            if self.round > r {
+                // The loss episode's first round is over: back to the model's window.
+                self.conservation_round = None;
+                self.cwnd = self.cwnd.max(self.prior_cwnd);
+                self.prior_cwnd = 0;
+            } else {
+                // Send one segment per segment delivered while the loss is repaired.
+                self.cwnd = self.cwnd.max(in_flight + acked);
+                return;
+            }
+        }
+        let _ = round_start;
+        let target = self
+            .bdp(self.cwnd_gain())
+            .map(|b| b + 3 * self.mss)
+            .unwrap_or(self.cwnd);
+        if self.filled_pipe {
+            self.cwnd = (self.cwnd + acked).min(target);
+        } else if self.cwnd < target || self.bdp(1.0).is_none() {
+            self.cwnd += acked;
+        }
+        self.cwnd = self
+            .cwnd
+            .max(self.min_cwnd())
+            .min(self.rwnd.max(self.min_cwnd()));
+    }
+}
+
+impl Controller for Bbr {
+    fn window(&self) -> usize {
+        self.cwnd
+    }
+
+    fn set_remote_window(&mut self, remote_window: usize) {
+        if self.rwnd < remote_window {
+            self.rwnd = remote_window;
+        }
+    }
+
+    fn on_ack(&mut self, _now: Instant, _len: usize, _in_flight: usize, rtt: &RttEstimator) {
+        let _ = rtt;
+    }
+
+    fn on_rate_sample(
+        &mut self,
+        now: Instant,
+        rs: &RateSample,
+        rtt: Option<Duration>,
+        srtt: Option<Duration>,
+        in_flight: usize,
+    ) {
+        self.srtt = srtt.or(self.srtt);
+        let round_start = self.update_round(rs);
+        if round_start && self.mode == Mode::ProbeRtt && self.probe_rtt_done.is_some() {
+            self.probe_rtt_round_done = true;
+        }
+        if let Some(bw) = rs.bandwidth {
+            // An application-limited sample only counts when it shows more than known.
+            if !rs.app_limited || bw >= self.btl_bw() {
+                self.bandwidth.update(self.round, bw);
+            }
+        }
+        self.check_full_pipe(round_start, rs);
+        match self.mode {
+            Mode::Startup if self.filled_pipe => self.mode = Mode::Drain,
+            Mode::Drain if self.bdp(1.0).is_some_and(|b| in_flight <= b) => {
+                self.mode = Mode::ProbeBw;
+                // Start past the probing phases, as Linux picks a random phase but those.
+                self.cycle_index = 2 + (self.round as usize % 6);
+                self.cycle_stamp = Some(now);
+            }
+            Mode::ProbeBw => self.advance_cycle(now, in_flight),
+            _ => {}
+        }
+        self.update_min_rtt(now, rtt, in_flight, rs.delivered_total);
+        self.update_cwnd(rs.newly_delivered, in_flight, round_start);
+    }
+
+    fn pacing_rate(&self) -> Option<u64> {
+        let bw = self.btl_bw();
+        if bw > 0 {
+            return Some((bw as f64 * self.pacing_gain()) as u64);
+        }
+        // No sample yet: the initial window over the smoothed RTT, at the startup gain.
+        let srtt = self.srtt?.max(Duration::from_micros(1));
+        Some((self.cwnd as f64 * HIGH_GAIN * 1e6 / srtt.total_micros() as f64) as u64)
+    }
+
+    fn on_rto(&mut self, _now: Instant, _in_flight: usize) {
+        // Everything in flight is presumed lost: restart from a few segments (not one: the
+        // MSS may still grow after a lost SYN, and a window below one segment sends nothing),
+        // and restore the model's window once data is delivered again (Linux's CA_Loss).
+        self.prior_cwnd = self.prior_cwnd.max(self.cwnd);
+        self.cwnd = self.min_cwnd();
+        self.conservation_round = Some(self.round);
+    }
+
+    fn on_loss(&mut self, _now: Instant, in_flight: usize) {
+        if self.conservation_round.is_none() {
+            self.prior_cwnd = self.prior_cwnd.max(self.cwnd);
+            self.cwnd = in_flight.max(self.min_cwnd());
+            self.conservation_round = Some(self.round);
+        }
+    }
+
+    fn set_mss(&mut self, mss: usize) {
+        if self.cwnd == INITIAL_WINDOW_SEGMENTS * self.mss {
+            self.cwnd = INITIAL_WINDOW_SEGMENTS * mss;
+        }
+        self.mss = mss;
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn sample(delivered_total: u64, prior: u64, newly: usize, bw: u64) -> RateSample {
+        RateSample {
+            delivered_total,
+            prior_delivered: prior,
+            newly_delivered: newly,
+            bandwidth: Some(bw),
+            app_limited: false,
+        }
+    }
+
+    /// Feeds one round of `bw` bytes/s at `rtt`, delivering a window.
+    fn round(b: &mut Bbr, now: &mut Instant, delivered: &mut u64, bw: u64, rtt: Duration) {
+        let prior = *delivered;
+        let bytes = (bw as f64 * rtt.total_micros() as f64 / 1e6) as usize;
+        *delivered += bytes as u64;
+        *now += rtt;
+        let in_flight = b.window().min(bytes);
+        b.on_rate_sample(
+            *now,
+            &sample(*delivered, prior, bytes, bw),
+            Some(rtt),
+            Some(rtt),
+            in_flight,
+        );
+    }
+
+    #[test]
+    fn startup_ends_when_bandwidth_stops_growing_and_window_follows_bdp() {
+        let mut b = Bbr::new();
+        b.set_mss(1400);
+        b.set_remote_window(16 << 20);
+        let rtt = Duration::from_millis(40);
+        let mut now = Instant::from_millis(0);
+        let mut delivered = 0;
+        // 12.5 MB/s (100 Mbit/s): a BDP of 500 kB.
+        for _ in 0..10 {
+            round(&mut b, &mut now, &mut delivered, 12_500_000, rtt);
+        }
+        assert_ne!(b.mode, Mode::Startup);
+        assert_eq!(b.btl_bw(), 12_500_000);
+        let w = b.window();
+        assert!((1_000_000..=1_010_000).contains(&w), "cwnd {w}");
+        let rate = b.pacing_rate().unwrap();
+        assert!((9_000_000..=16_000_000).contains(&rate), "rate {rate}");
+    }
+
+    #[test]
+    fn random_loss_keeps_the_window() {
+        let mut b = Bbr::new();
+        b.set_mss(1400);
+        b.set_remote_window(16 << 20);
+        let rtt = Duration::from_millis(20);
+        let mut now = Instant::from_millis(0);
+        let mut delivered = 0;
+        for _ in 0..10 {
+            round(&mut b, &mut now, &mut delivered, 12_500_000, rtt);
+        }
+        let before = b.window();
+        b.on_loss(now, before);
+        for _ in 0..3 {
+            round(&mut b, &mut now, &mut delivered, 12_500_000, rtt);
+        }
+        assert!(b.window() >= before * 9 / 10, "{} < {before}", b.window());
+    }
+
+    #[test]
+    fn probe_rtt_after_ten_seconds_then_restores() {
+        let mut b = Bbr::new();
+        b.set_mss(1400);
+        b.set_remote_window(16 << 20);
+        let rtt = Duration::from_millis(50);
+        let mut now = Instant::from_millis(0);
+        let mut delivered = 0;
+        // RTT samples above the minimum for over 10 s.
+        round(&mut b, &mut now, &mut delivered, 5_000_000, rtt);
+        let slow = Duration::from_millis(60);
+        let mut saw_probe = false;
+        for _ in 0..300 {
+            round(&mut b, &mut now, &mut delivered, 5_000_000, slow);
+            saw_probe |= b.mode == Mode::ProbeRtt;
+        }
+        assert!(saw_probe);
+        assert_ne!(b.mode, Mode::ProbeRtt);
+        assert!(b.window() > 100_000, "{}", b.window());
+    }
+}
