@@ -216,6 +216,15 @@ fn bad_allow_peer_input_is_rejected_with_one_line() {
         assert_eq!(code, Some(64), "--max-tcp-window {bad}: {err}");
         assert!(err.contains("--max-tcp-window"), "{err}");
     }
+    let (code, err) = run_to_exit(
+        &["proxy", "--config", &conf, "--tcp-congestion", "reno"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, Some(64), "--tcp-congestion reno: {err}");
+    assert!(
+        err.contains("--tcp-congestion") && err.contains("cubic or bbr"),
+        "{err}"
+    );
 }
 
 #[test]
