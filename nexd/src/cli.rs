@@ -110,7 +110,12 @@ pub struct ProxyArgs {
 
     /// Congestion control of TCP flows on the tunnel side: bbr (paces at the measured
     /// bandwidth; holds its rate through random loss) or cubic (loss-based)
-    #[arg(long, env = "NEXD_TCP_CONGESTION", default_value = "bbr", value_name = "ALGORITHM")]
+    #[arg(
+        long,
+        env = "NEXD_TCP_CONGESTION",
+        default_value = "bbr",
+        value_name = "ALGORITHM"
+    )]
     pub tcp_congestion: crate::engine::stack::TcpCongestion,
 
     /// Seconds without traffic after which a UDP flow is closed

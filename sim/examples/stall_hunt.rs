@@ -5,8 +5,7 @@
 
 use nexd::engine::stack::{tuned_tcp_socket, TcpCongestion, TCP_BUFFER};
 use nexd::engine::DEFAULT_MAX_TCP_WINDOW;
-use nexd_sim::rng::Rng;
-use nexd_sim::{FlowSpec, LinkConfig, Scenario};
+use nexd_sim::random_path;
 use std::time::Duration;
 
 fn main() {
@@ -21,39 +20,14 @@ fn main() {
     let max_loss_permille: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(50);
     let mut bad = 0;
     for seed in first..first + runs {
-        let mut rng = Rng::new(seed);
-        let delay = Duration::from_micros(50 + rng.up_to(40_000));
-        let mut link = LinkConfig::new(delay)
-            .loss(rng.up_to(max_loss_permille) as f64 / 1000.0)
-            .jitter(Duration::from_micros(rng.up_to(2_000)));
-        if rng.up_to(2) == 0 {
-            link = link.reorder(
-                rng.up_to(100) as f64 / 1000.0,
-                Duration::from_micros(100 + rng.up_to(20_000)),
-            );
-        }
-        if rng.up_to(2) == 0 {
-            let rate = 1_000_000 + rng.up_to(200_000_000);
-            link = link.rate(rate, 3_000 + rng.up_to(300_000) as usize);
-        }
-        let flows = 1 + rng.up_to(12) as usize;
-        let mut scenario = Scenario::symmetric(link.clone(), move || {
+        let (link, scenario) = random_path::scenario(seed, max_loss_permille, move || {
             tuned_tcp_socket(TCP_BUFFER, DEFAULT_MAX_TCP_WINDOW, congestion)
-        })
-        .seed(seed);
-        for i in 0..flows {
-            let bytes = 1 + rng.up_to(300_000);
-            let mut f = FlowSpec::bulk(bytes).start_at(Duration::from_millis(rng.up_to(200)));
-            if i % 2 == 1 {
-                f = f.reverse();
-            }
-            scenario = scenario.flow(f);
-        }
+        });
         let r = scenario.run(Duration::from_secs(600));
         let stuck = !r.complete || r.max_gap > Duration::from_secs(30);
         if stuck {
             bad += 1;
-            println!("seed {seed}: {link:?} flows {flows}\n  {r}");
+            println!("seed {seed}: {link:?}\n  {r}");
             if std::env::var_os("VERBOSE").is_some() {
                 for f in &r.flows {
                     println!("  {f:?}");

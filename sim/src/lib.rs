@@ -21,6 +21,7 @@ pub mod filters;
 pub mod host;
 pub mod link;
 pub mod pattern;
+pub mod random_path;
 pub mod report;
 pub mod rng;
 pub mod scenario;
