@@ -10,7 +10,6 @@
 //! allowance beyond the cwnd gain, and a minimum RTT of [`MIN_MODEL_RTT`] for the window, so
 //! that a host-local path keeps enough in flight for the event loop's batching.
 
-use crate::socket::tcp::RttEstimator;
 use crate::socket::tcp::scoreboard::RateSample;
 use crate::time::{Duration, Instant};
 
@@ -253,7 +252,7 @@ impl Bbr {
         }
     }
 
-    fn update_cwnd(&mut self, acked: usize, in_flight: usize, round_start: bool) {
+    fn update_cwnd(&mut self, acked: usize, in_flight: usize) {
         if self.mode == Mode::ProbeRtt {
             self.cwnd = self.cwnd.min(self.min_cwnd());
             return;
@@ -270,7 +269,6 @@ impl Bbr {
                 return;
             }
         }
-        let _ = round_start;
         let target = self
             .bdp(self.cwnd_gain())
             .map(|b| b + 3 * self.mss)
@@ -296,10 +294,6 @@ impl Controller for Bbr {
         if self.rwnd < remote_window {
             self.rwnd = remote_window;
         }
-    }
-
-    fn on_ack(&mut self, _now: Instant, _len: usize, _in_flight: usize, rtt: &RttEstimator) {
-        let _ = rtt;
     }
 
     fn on_rate_sample(
@@ -334,7 +328,7 @@ impl Controller for Bbr {
             _ => {}
         }
         self.update_min_rtt(now, rtt, in_flight, rs.delivered_total);
-        self.update_cwnd(rs.newly_delivered, in_flight, round_start);
+        self.update_cwnd(rs.newly_delivered, in_flight);
     }
 
     fn pacing_rate(&self) -> Option<u64> {
