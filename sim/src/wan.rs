@@ -127,6 +127,13 @@ pub fn cases() -> Vec<WanCase> {
         )
         .flow(FlowSpec::bulk(mb(16))),
         case(
+            "wg_peer_lan",
+            "1 ms RTT, peer drains 600 Mbit/s into a 96 KiB buffer (wireguard-go on a LAN)",
+            1,
+            link(1).rate(600_000_000, 96 << 10),
+        )
+        .flow(FlowSpec::bulk(mb(64))),
+        case(
             "loss_20ms",
             "20 ms RTT, 0.3 % loss each way",
             20,

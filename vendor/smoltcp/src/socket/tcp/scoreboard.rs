@@ -56,6 +56,9 @@ pub(crate) struct RateSample {
     pub bandwidth: Option<u64>,
     /// The sample was taken while the sender had nothing to send: it may understate the path.
     pub app_limited: bool,
+    /// Bytes ever marked lost over the connection's life (a retransmission lost again
+    /// counts again), for controllers that bound their window by the loss rate.
+    pub lost_total: u64,
 }
 
 impl Segment {
@@ -117,6 +120,8 @@ pub(crate) struct Scoreboard {
     first_sent_time: Option<Instant>,
     /// Nonzero while the sender is application-limited: `delivered` beyond which that ends.
     app_limited_until: u64,
+    /// Bytes ever marked lost.
+    lost_total: u64,
 }
 
 impl Scoreboard {
@@ -260,6 +265,7 @@ impl Scoreboard {
             if !s.is(LOST) {
                 s.flags |= LOST;
                 self.lost_bytes += s.len();
+                self.lost_total += s.len() as u64;
                 return true;
             }
         }
@@ -272,6 +278,7 @@ impl Scoreboard {
             if !s.is(SACKED) && !s.is(LOST) {
                 s.flags |= LOST;
                 self.lost_bytes += s.len();
+                self.lost_total += s.len() as u64;
             }
         }
     }
@@ -330,6 +337,7 @@ impl Scoreboard {
             bandwidth: trusted
                 .then(|| delivered.saturating_mul(1_000_000) / interval.total_micros()),
             app_limited: p.rate.app_limited,
+            lost_total: self.lost_total,
         }
     }
 
@@ -493,6 +501,7 @@ impl Scoreboard {
                 s.flags |= LOST;
                 self.lost_bytes += s.len();
                 newly += s.len();
+                self.lost_total += s.len() as u64;
             } else {
                 timer = Some(timer.map_or(deadline, |t| t.min(deadline)));
             }

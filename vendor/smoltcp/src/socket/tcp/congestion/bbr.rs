@@ -9,6 +9,13 @@
 //! Simplifications against Linux: no long-term (policer) bandwidth mode, no ACK aggregation
 //! allowance beyond the cwnd gain, and a minimum RTT of [`MIN_MODEL_RTT`] for the window, so
 //! that a host-local path keeps enough in flight for the event loop's batching.
+//!
+//! One addition from BBR v2 (Linux's `tcp_bbr2.c`, RFC draft-cardwell-iccrg-bbr): a round
+//! that loses more than 2 % of its data shows the path holds less than the model put in
+//! flight (a drop-tail queue shorter than a BDP, or a peer's UDP socket that overflows), so
+//! in-flight data gets an upper bound (`inflight_hi`, 0.7 of the level that lost), which is
+//! probed upwards again after a wait. v1 alone keeps two BDPs in flight whatever the loss,
+//! and resends a large share of what it sends on such paths.
 
 use crate::socket::tcp::scoreboard::RateSample;
 use crate::time::{Duration, Instant};
@@ -34,6 +41,16 @@ const INITIAL_WINDOW_SEGMENTS: usize = 10;
 pub(crate) const MIN_MODEL_RTT: Duration = Duration::from_millis(2);
 /// Startup ends once the bandwidth grew less than 25 % in this many rounds.
 const FULL_BW_ROUNDS: u8 = 3;
+/// A round losing more than this share of the bytes it delivered and lost sent more than
+/// the path holds (BBR v2's loss threshold).
+const LOSS_THRESH: f64 = 0.02;
+/// ...and at least this many segments: one random loss in a small window is no full queue.
+const LOSS_MIN_SEGMENTS: usize = 8;
+/// The in-flight bound after such a round, as a share of the level that lost (v2's beta).
+const LOSS_BETA: f64 = 0.7;
+/// Rounds to wait after a cut before probing for more in flight, at most (v2 waits as long
+/// as Reno would take to grow back, capped at 63 rounds).
+const PROBE_WAIT_MAX_ROUNDS: u64 = 63;
 
 const DEFAULT_MSS: usize = 1024;
 
@@ -104,6 +121,18 @@ pub struct Bbr {
     conservation_round: Option<u64>,
     /// Smoothed RTT, for the pacing rate before the first bandwidth sample.
     srtt: Option<Duration>,
+    /// Upper bound on data in flight, learned from a round that lost too much (none before).
+    inflight_hi: Option<usize>,
+    /// `delivered_total` and `lost_total` when the current round began.
+    round_delivered_start: u64,
+    round_lost_start: u64,
+    /// Highest data in flight seen in this round and in the previous one.
+    round_max_in_flight: usize,
+    prev_round_max_in_flight: usize,
+    /// The round in which `inflight_hi` was last cut.
+    cut_round: Option<u64>,
+    /// Bytes by which `inflight_hi` grows at the next round while probing (doubles each round).
+    probe_up_step: usize,
 }
 
 impl Bbr {
@@ -128,6 +157,13 @@ impl Bbr {
             prior_cwnd: 0,
             conservation_round: None,
             srtt: None,
+            inflight_hi: None,
+            round_delivered_start: 0,
+            round_lost_start: 0,
+            round_max_in_flight: 0,
+            prev_round_max_in_flight: 0,
+            cut_round: None,
+            probe_up_step: DEFAULT_MSS,
         }
     }
 
@@ -156,6 +192,12 @@ impl Bbr {
         let bw = self.btl_bw();
         let rtt = self.min_rtt?.max(MIN_MODEL_RTT);
         (bw > 0).then(|| (bw as f64 * rtt.total_micros() as f64 / 1e6 * gain) as usize)
+    }
+
+    /// One bandwidth-delay product with the measured minimum RTT (0 before samples).
+    fn measured_bdp(&self) -> usize {
+        let rtt = self.min_rtt.unwrap_or(Duration::ZERO);
+        (self.btl_bw() as f64 * rtt.total_micros() as f64 / 1e6) as usize
     }
 
     fn min_cwnd(&self) -> usize {
@@ -252,34 +294,94 @@ impl Bbr {
         }
     }
 
+    /// Per-round loss accounting: at a round's start, probes the in-flight bound upwards if
+    /// it held the last round back without loss; within a round, cuts it once the round has
+    /// lost too much.
+    fn update_loss_bound(&mut self, round_start: bool, rs: &RateSample, in_flight: usize) {
+        if round_start {
+            self.round_delivered_start = rs.delivered_total;
+            self.round_lost_start = rs.lost_total;
+            self.prev_round_max_in_flight = self.round_max_in_flight;
+            self.round_max_in_flight = 0;
+            self.probe_loss_bound();
+        }
+        self.round_max_in_flight = self.round_max_in_flight.max(in_flight);
+        let lost = rs.lost_total.saturating_sub(self.round_lost_start);
+        let delivered = rs
+            .delivered_total
+            .saturating_sub(self.round_delivered_start);
+        let too_high = lost >= (LOSS_MIN_SEGMENTS * self.mss) as u64
+            && lost as f64 > LOSS_THRESH * (lost + delivered) as f64;
+        if !too_high || self.cut_round == Some(self.round) {
+            return;
+        }
+        // The loss comes from data sent about a round ago: bound by that level.
+        // Never below one measured BDP (with the real minimum RTT, not the model's floor):
+        // less would leave the pipe idle, and random loss must not talk the bound down.
+        let level = self.prev_round_max_in_flight.max(self.round_max_in_flight);
+        let floor = self.measured_bdp() + LOSS_MIN_SEGMENTS * self.mss;
+        let hi = ((level as f64 * LOSS_BETA) as usize).max(floor.max(self.min_cwnd()));
+        self.inflight_hi = Some(self.inflight_hi.map_or(hi, |h| h.min(hi)));
+        self.cut_round = Some(self.round);
+        self.probe_up_step = self.mss;
+        // Startup has found the pipe full, whatever the bandwidth still does.
+        self.filled_pipe = true;
+    }
+
+    /// Grows the in-flight bound, once the wait after a cut is over and only while the bound
+    /// is what limits the sender: by one segment, then twice as much each round.
+    fn probe_loss_bound(&mut self) {
+        let (Some(hi), Some(cut)) = (self.inflight_hi, self.cut_round) else {
+            return;
+        };
+        let wait = ((hi / self.mss) as u64).min(PROBE_WAIT_MAX_ROUNDS);
+        let limited = self.prev_round_max_in_flight + self.mss >= hi;
+        if self.round.saturating_sub(cut) > wait && limited {
+            self.inflight_hi = Some(hi.saturating_add(self.probe_up_step));
+            self.probe_up_step = self.probe_up_step.saturating_mul(2).min(hi.max(self.mss));
+        }
+    }
+
     fn update_cwnd(&mut self, acked: usize, in_flight: usize) {
         if self.mode == Mode::ProbeRtt {
             self.cwnd = self.cwnd.min(self.min_cwnd());
             return;
         }
-        if let Some(r) = self.conservation_round {
-            if self.round > r {
+        let conserving = match self.conservation_round {
+            Some(r) if self.round > r => {
                 // The loss episode's first round is over: back to the model's window.
                 self.conservation_round = None;
                 self.cwnd = self.cwnd.max(self.prior_cwnd);
                 self.prior_cwnd = 0;
-            } else {
-                // Send one segment per segment delivered while the loss is repaired.
-                self.cwnd = self.cwnd.max(in_flight + acked);
-                return;
+                false
+            }
+            Some(_) => true,
+            None => false,
+        };
+        if conserving {
+            // Send one segment per segment delivered while the loss is repaired.
+            self.cwnd = self.cwnd.max(in_flight + acked);
+        } else {
+            let target = self
+                .bdp(self.cwnd_gain())
+                .map(|b| b + 3 * self.mss)
+                .unwrap_or(self.cwnd);
+            if self.filled_pipe {
+                self.cwnd = (self.cwnd + acked).min(target);
+            } else if self.cwnd < target || self.bdp(1.0).is_none() {
+                self.cwnd += acked;
             }
         }
-        let target = self
-            .bdp(self.cwnd_gain())
-            .map(|b| b + 3 * self.mss)
-            .unwrap_or(self.cwnd);
-        if self.filled_pipe {
-            self.cwnd = (self.cwnd + acked).min(target);
-        } else if self.cwnd < target || self.bdp(1.0).is_none() {
-            self.cwnd += acked;
-        }
+        // Above the bound, descend to it one ACK at a time, always leaving a segment of room:
+        // cutting below what is in flight at once stops the ACK clock, and a tail dropped
+        // whole then waits for the retransmission timeout (no ACK comes to mark it lost).
+        let hi = match (self.inflight_hi, conserving) {
+            (Some(hi), false) => hi.max(in_flight + self.mss),
+            _ => usize::MAX,
+        };
         self.cwnd = self
             .cwnd
+            .min(hi)
             .max(self.min_cwnd())
             .min(self.rwnd.max(self.min_cwnd()));
     }
@@ -316,6 +418,7 @@ impl Controller for Bbr {
             }
         }
         self.check_full_pipe(round_start, rs);
+        self.update_loss_bound(round_start, rs, in_flight);
         match self.mode {
             Mode::Startup if self.filled_pipe => self.mode = Mode::Drain,
             Mode::Drain if self.bdp(1.0).is_some_and(|b| in_flight <= b) => {
@@ -377,23 +480,115 @@ mod test {
             newly_delivered: newly,
             bandwidth: Some(bw),
             app_limited: false,
+            lost_total: 0,
         }
     }
 
     /// Feeds one round of `bw` bytes/s at `rtt`, delivering a window.
     fn round(b: &mut Bbr, now: &mut Instant, delivered: &mut u64, bw: u64, rtt: Duration) {
-        let prior = *delivered;
         let bytes = (bw as f64 * rtt.total_micros() as f64 / 1e6) as usize;
-        *delivered += bytes as u64;
-        *now += rtt;
         let in_flight = b.window().min(bytes);
-        b.on_rate_sample(
-            *now,
-            &sample(*delivered, prior, bytes, bw),
-            Some(rtt),
-            Some(rtt),
-            in_flight,
+        lossy_round(b, now, delivered, &mut 0, 0, bw, rtt, in_flight);
+    }
+
+    /// One round of `bw` bytes/s at `rtt` with `in_flight` bytes out, in two ACKs; the
+    /// second marks `new_loss` more bytes lost (`lost` counts them all).
+    #[allow(clippy::too_many_arguments)]
+    fn lossy_round(
+        b: &mut Bbr,
+        now: &mut Instant,
+        delivered: &mut u64,
+        lost: &mut u64,
+        new_loss: u64,
+        bw: u64,
+        rtt: Duration,
+        in_flight: usize,
+    ) {
+        let bytes = (bw as f64 * rtt.total_micros() as f64 / 1e6) as usize;
+        let prior = *delivered;
+        *now += rtt / 2;
+        let before = *lost;
+        *lost += new_loss;
+        for (half, lost) in [(bytes / 2, before), (bytes - bytes / 2, *lost)] {
+            *delivered += half as u64;
+            let mut rs = sample(*delivered, prior, half, bw);
+            rs.lost_total = lost;
+            b.on_rate_sample(*now, &rs, Some(rtt), Some(rtt), in_flight);
+        }
+        *now += rtt / 2;
+    }
+
+    #[test]
+    fn a_lossy_round_bounds_in_flight_random_loss_does_not_and_probing_regrows_it() {
+        let mut b = Bbr::new();
+        b.set_mss(1400);
+        b.set_remote_window(16 << 20);
+        let rtt = Duration::from_millis(40);
+        let bw = 12_500_000; // a BDP of 500 kB
+        let mut now = Instant::from_millis(0);
+        let mut delivered = 0;
+        for _ in 0..10 {
+            round(&mut b, &mut now, &mut delivered, bw, rtt);
+        }
+        let model = b.window();
+        assert!(model > 900_000, "{model}");
+        // 1 % of a round lost (7 segments: random loss): no bound.
+        let mut lost = 0;
+        let l = &mut lost;
+        lossy_round(
+            &mut b,
+            &mut now,
+            &mut delivered,
+            l,
+            7 * 1400,
+            bw,
+            rtt,
+            model,
         );
+        assert_eq!(b.inflight_hi, None);
+        assert_eq!(b.window(), model);
+        // 10 % lost: in flight is bounded by 0.7 of the level that lost, not below a BDP.
+        lossy_round(&mut b, &mut now, &mut delivered, l, 100_000, bw, rtt, model);
+        let hi = b.inflight_hi.expect("bounded");
+        assert!((700_000..=730_000).contains(&hi), "{hi}");
+        // The window descends to it while the excess leaves the network.
+        lossy_round(&mut b, &mut now, &mut delivered, l, 0, bw, rtt, hi - 1400);
+        assert_eq!(b.window(), hi);
+        // A deep cut never goes below one measured BDP.
+        lossy_round(
+            &mut b,
+            &mut now,
+            &mut delivered,
+            l,
+            200_000,
+            bw,
+            rtt,
+            500_000,
+        );
+        lossy_round(
+            &mut b,
+            &mut now,
+            &mut delivered,
+            l,
+            200_000,
+            bw,
+            rtt,
+            500_000,
+        );
+        let floor = b.inflight_hi.expect("bounded");
+        assert!((500_000..=520_000).contains(&floor), "{floor}");
+        // Without loss, and while the bound is what holds the sender back, it grows again
+        // after the wait (63 rounds here), back to the model's window.
+        for _ in 0..62 {
+            let w = b.window();
+            lossy_round(&mut b, &mut now, &mut delivered, l, 0, bw, rtt, w);
+        }
+        assert_eq!(b.inflight_hi, Some(floor));
+        for _ in 0..12 {
+            let w = b.window();
+            lossy_round(&mut b, &mut now, &mut delivered, l, 0, bw, rtt, w);
+        }
+        assert!(b.window() >= model * 9 / 10, "{} < {model}", b.window());
     }
 
     #[test]
