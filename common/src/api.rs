@@ -20,6 +20,15 @@ impl From<DomainRule> for ProxyRule {
             } as i32,
             rule: r.rule.to_string(),
             allowed_peers: Vec::new(),
+            bind_addresses: match r.direction {
+                DomainDirection::Egress => r
+                    .rule
+                    .bind_addresses()
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect(),
+                DomainDirection::Ingress => Vec::new(),
+            },
         }
     }
 }
@@ -51,10 +60,12 @@ impl TryFrom<&ProxyRule> for DomainRule {
             Ok(Direction::Egress) => DomainDirection::Egress,
             _ => return Err(RuleError::UnknownDirection(p.direction.to_string())),
         };
-        Ok(DomainRule {
+        let rule = DomainRule {
             direction,
             rule: p.rule.parse()?,
-        })
+        };
+        rule.validate()?;
+        Ok(rule)
     }
 }
 
@@ -72,6 +83,15 @@ mod tests {
             direction: 7,
             rule: "tcp:1:1.1.1.1:1".into(),
             allowed_peers: vec![],
+            bind_addresses: vec![],
+        };
+        assert!(DomainRule::try_from(&bad).is_err());
+        assert_eq!(wire.bind_addresses, ["127.0.0.1", "::1"]);
+        let bad = ProxyRule {
+            direction: Direction::Ingress as i32,
+            rule: "tcp:0.0.0.0:1:1.1.1.1:1".into(),
+            allowed_peers: vec![],
+            bind_addresses: vec![],
         };
         assert!(DomainRule::try_from(&bad).is_err());
     }

@@ -1,6 +1,8 @@
-//! The proxy rule grammar: `[protocol]:[port]:[destination_ip]:[destination_port]`.
+//! The proxy rule grammar: `[protocol]:[port]:[destination_ip]:[destination_port]`, with an
+//! optional bind address before the port for egress rules, as `ssh -L` takes it:
+//! `tcp:127.0.0.1:5432:100.100.0.2:5432`.
 //!
-//! IPv6 destinations are written in brackets: `tcp:8080:[fd00::2]:80`.
+//! IPv6 addresses are written in brackets: `tcp:8080:[fd00::2]:80`, `tcp:[::1]:5432:…`.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -29,6 +31,9 @@ pub enum Direction {
 pub struct Rule {
     /// Transport protocol.
     pub protocol: Protocol,
+    /// Host address an egress rule listens on, if the rule names one; without it an egress
+    /// rule listens on loopback only ([`Rule::bind_addresses`]). Ingress rules have none.
+    pub bind: Option<IpAddr>,
     /// Port nexd listens on (host port for egress, tunnel port for ingress).
     pub port: u16,
     /// Where accepted connections are forwarded.
@@ -52,6 +57,14 @@ pub enum RuleError {
         "rule {0:?} has too few fields: expected protocol:port:destination_ip:destination_port"
     )]
     TooFewFields(String),
+    /// The bind address is not an IP address.
+    #[error("invalid bind address {0:?}: not an IPv4 address or a bracketed IPv6 address")]
+    InvalidBind(String),
+    /// An ingress rule names a bind address (it listens on the tunnel address).
+    #[error(
+        "ingress rule {0:?} takes no bind address: ingress listens on the node's tunnel addresses"
+    )]
+    BindOnIngress(String),
     /// Protocol is neither tcp nor udp.
     #[error("unknown protocol {0:?}: expected tcp or udp")]
     UnknownProtocol(String),
@@ -117,40 +130,92 @@ fn parse_port(s: &str) -> Result<u16, RuleError> {
     }
 }
 
+/// An IPv4 address, or an IPv6 address in brackets.
+fn parse_ip(s: &str) -> Option<IpAddr> {
+    match s.strip_prefix('[').and_then(|i| i.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6),
+        None => s.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4),
+    }
+}
+
+/// Splits on ':' outside brackets, so a bracketed IPv6 address stays one field.
+fn fields(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut depth, mut start) = (0usize, 0);
+    for (i, c) in s.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth = depth.saturating_sub(1),
+            ':' if depth == 0 => {
+                out.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&s[start..]);
+    out
+}
+
 impl FromStr for Rule {
     type Err = RuleError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let too_few = || RuleError::TooFewFields(s.to_string());
-        let (proto, rest) = s.split_once(':').ok_or_else(too_few)?;
-        let (port, rest) = rest.split_once(':').ok_or_else(too_few)?;
-        // The destination is everything up to the last ':'; IPv6 must be bracketed.
-        let (ip, dport) = rest.rsplit_once(':').ok_or_else(too_few)?;
-        let protocol = proto.parse()?;
-        let port = parse_port(port)?;
-        let ip: IpAddr = match ip.strip_prefix('[').and_then(|i| i.strip_suffix(']')) {
-            Some(v6) => v6
-                .parse::<std::net::Ipv6Addr>()
-                .map(IpAddr::V6)
-                .map_err(|_| RuleError::InvalidIp(ip.to_string()))?,
-            None => ip
-                .parse::<std::net::Ipv4Addr>()
-                .map(IpAddr::V4)
-                .map_err(|_| RuleError::InvalidIp(ip.to_string()))?,
+        let f = fields(s);
+        let (proto, bind, port, ip, dport) = match f.len() {
+            0..=3 => return Err(RuleError::TooFewFields(s.to_string())),
+            4 => (f[0], None, f[1], f[2], f[3]),
+            5 => (f[0], Some(f[1]), f[2], f[3], f[4]),
+            // An unbracketed IPv6 destination: name all of it.
+            n => (
+                f[0],
+                None,
+                f[1],
+                &s[f[0].len() + f[1].len() + 2..s.len() - f[n - 1].len() - 1],
+                f[n - 1],
+            ),
         };
+        let protocol = proto.parse()?;
+        let bind = match bind {
+            None => None,
+            Some(b) => Some(parse_ip(b).ok_or_else(|| RuleError::InvalidBind(b.to_string()))?),
+        };
+        let port = parse_port(port)?;
+        let ip = parse_ip(ip).ok_or_else(|| RuleError::InvalidIp(ip.to_string()))?;
         let dport = parse_port(dport)?;
         Ok(Rule {
             protocol,
+            bind,
             port,
             destination: SocketAddr::new(ip, dport),
         })
     }
 }
 
+impl Rule {
+    /// The host addresses an egress rule listens on: its bind address, or loopback (IPv4
+    /// and IPv6) when it names none, as `ssh -L` does.
+    pub fn bind_addresses(&self) -> Vec<IpAddr> {
+        match self.bind {
+            Some(a) => vec![a],
+            None => vec![
+                IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+                IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+            ],
+        }
+    }
+}
+
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // SocketAddr's Display brackets IPv6 addresses, which is exactly our grammar.
-        write!(f, "{}:{}:{}", self.protocol, self.port, self.destination)
+        write!(f, "{}:", self.protocol)?;
+        match self.bind {
+            Some(IpAddr::V6(a)) => write!(f, "[{a}]:")?,
+            Some(IpAddr::V4(a)) => write!(f, "{a}:")?,
+            None => {}
+        }
+        write!(f, "{}:{}", self.port, self.destination)
     }
 }
 
@@ -158,6 +223,14 @@ impl ProxyRule {
     /// Builds a rule with the given direction.
     pub fn new(direction: Direction, rule: Rule) -> Self {
         ProxyRule { direction, rule }
+    }
+
+    /// Checks what the grammar alone cannot: an ingress rule names no bind address.
+    pub fn validate(&self) -> Result<(), RuleError> {
+        if self.direction == Direction::Ingress && self.rule.bind.is_some() {
+            return Err(RuleError::BindOnIngress(self.rule.to_string()));
+        }
+        Ok(())
     }
 }
 
@@ -175,10 +248,12 @@ impl FromStr for ProxyRule {
             .trim()
             .split_once(char::is_whitespace)
             .ok_or_else(|| RuleError::UnknownDirection(s.to_string()))?;
-        Ok(ProxyRule {
+        let p = ProxyRule {
             direction: dir.parse()?,
             rule: rule.trim().parse()?,
-        })
+        };
+        p.validate()?;
+        Ok(p)
     }
 }
 
@@ -219,6 +294,11 @@ mod tests {
             ("tcp:80:fd00::2:80", InvalidIp("fd00::2".into())),
             ("tcp:80:[1.2.3.4]:80", InvalidIp("[1.2.3.4]".into())),
             ("tcp:80:127.0.0.1", TooFewFields("tcp:80:127.0.0.1".into())),
+            (
+                "tcp:localhost:80:127.0.0.1:80",
+                InvalidBind("localhost".into()),
+            ),
+            ("tcp:[::1]:0:127.0.0.1:80", InvalidPort("0".into())),
             ("tcp", TooFewFields("tcp".into())),
             ("", TooFewFields("".into())),
         ];
@@ -226,6 +306,42 @@ mod tests {
             assert_eq!(input.parse::<Rule>(), Err(want.clone()), "{input}");
             assert!(want.to_string().contains('"'), "message quotes the value");
         }
+    }
+
+    #[test]
+    fn bind_address_before_the_port() {
+        let r: Rule = "tcp:127.0.0.1:5432:100.100.0.2:5432".parse().unwrap();
+        assert_eq!(r.bind, Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(r.port, 5432);
+        assert_eq!(r.to_string(), "tcp:127.0.0.1:5432:100.100.0.2:5432");
+        assert_eq!(
+            r.bind_addresses(),
+            vec!["127.0.0.1".parse::<IpAddr>().unwrap()]
+        );
+        let r: Rule = "udp:[::1]:53:[fd00::2]:53".parse().unwrap();
+        assert_eq!(r.bind, Some("::1".parse().unwrap()));
+        assert_eq!(r.to_string(), "udp:[::1]:53:[fd00::2]:53");
+        let r: Rule = "tcp:0.0.0.0:80:10.0.0.1:80".parse().unwrap();
+        assert_eq!(
+            r.bind_addresses(),
+            vec!["0.0.0.0".parse::<IpAddr>().unwrap()]
+        );
+        // Without one: loopback only, and listed as given.
+        let r: Rule = "tcp:5432:100.100.0.2:5432".parse().unwrap();
+        assert_eq!(r.bind, None);
+        assert_eq!(r.to_string(), "tcp:5432:100.100.0.2:5432");
+        assert_eq!(
+            r.bind_addresses(),
+            vec![
+                "127.0.0.1".parse::<IpAddr>().unwrap(),
+                "::1".parse().unwrap()
+            ]
+        );
+        let p: Result<ProxyRule, _> = "ingress tcp:127.0.0.1:443:127.0.0.1:8080".parse();
+        assert!(matches!(p, Err(RuleError::BindOnIngress(_))), "{p:?}");
+        assert!("egress tcp:127.0.0.1:443:127.0.0.1:8080"
+            .parse::<ProxyRule>()
+            .is_ok());
     }
 
     #[test]
@@ -237,17 +353,22 @@ mod tests {
     }
 
     fn arb_rule() -> impl Strategy<Value = Rule> {
-        (
-            any::<bool>(),
-            1u16..,
+        let ip = || {
             prop_oneof![
                 any::<[u8; 4]>().prop_map(IpAddr::from),
                 any::<[u8; 16]>().prop_map(IpAddr::from),
-            ],
+            ]
+        };
+        (
+            any::<bool>(),
+            proptest::option::of(ip()),
+            1u16..,
+            ip(),
             1u16..,
         )
-            .prop_map(|(tcp, port, ip, dport)| Rule {
+            .prop_map(|(tcp, bind, port, ip, dport)| Rule {
                 protocol: if tcp { Protocol::Tcp } else { Protocol::Udp },
+                bind,
                 port,
                 destination: SocketAddr::new(ip, dport),
             })

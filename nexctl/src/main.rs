@@ -59,7 +59,10 @@ fn rule_arg(arg: &RuleArg) -> Result<ProxyRule, Failure> {
     let rule: Rule = text
         .parse()
         .map_err(|e| Failure::new(EX_DATAERR, format!("invalid {flag} rule {text:?}: {e}")))?;
-    Ok(ProxyRule { direction, rule })
+    let rule = ProxyRule { direction, rule };
+    rule.validate()
+        .map_err(|e| Failure::new(EX_DATAERR, format!("invalid {flag} rule {text:?}: {e}")))?;
+    Ok(rule)
 }
 
 fn spec_arg(arg: &AddArgs) -> Result<RuleSpec, Failure> {

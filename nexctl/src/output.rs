@@ -57,8 +57,12 @@ pub fn rules(out: Output, rules: &[api::ProxyRule]) {
             let list: Vec<_> = rules
                 .iter()
                 .map(|r| {
-                    json!({"direction": direction_name(r.direction), "rule": r.rule,
-                           "allowed_peers": r.allowed_peers})
+                    let mut v = json!({"direction": direction_name(r.direction), "rule": r.rule,
+                           "allowed_peers": r.allowed_peers});
+                    if !r.bind_addresses.is_empty() {
+                        v["bind_addresses"] = json!(r.bind_addresses);
+                    }
+                    v
                 })
                 .collect();
             println!("{}", json!({ "rules": list }));

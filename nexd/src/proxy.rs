@@ -59,6 +59,8 @@ pub fn parse_rules(args: &ProxyArgs) -> Result<Vec<RuleSpec>, Fatal> {
                 .parse()
                 .map_err(|e| fatal(EX_USAGE, format!("invalid {flag} rule {s:?}: {e}")))?;
             let pr = ProxyRule { direction, rule };
+            pr.validate()
+                .map_err(|e| fatal(EX_USAGE, format!("invalid {flag} rule {s:?}: {e}")))?;
             if out.iter().any(|r| r.rule == pr) {
                 return Err(fatal(EX_USAGE, format!("{flag} rule {s:?} given twice")));
             }

@@ -46,7 +46,9 @@ fn rules_added_at_runtime_work_at_once_are_removed_at_once_and_survive_restart()
     let json = ok(p.a.nexctl(&["--output", "json", "nexd", "proxy", "list"]));
     assert_eq!(
         json.trim(),
-        format!(r#"{{"rules":[{{"allowed_peers":[],"direction":"egress","rule":"{rule}"}}]}}"#)
+        format!(
+            r#"{{"rules":[{{"allowed_peers":[],"bind_addresses":["127.0.0.1","::1"],"direction":"egress","rule":"{rule}"}}]}}"#
+        )
     );
 
     // A live connection across the removal.

@@ -91,7 +91,7 @@ struct Engine {
     /// Bytes by which TCP buffers have grown beyond their first size, over all flows.
     tcp_grown: usize,
     egress_udp: HashMap<FlowId, EgressUdpFlow>,
-    egress_udp_index: HashMap<(u16, SocketAddr), FlowId>,
+    egress_udp_index: HashMap<(ServiceKey, SocketAddr), FlowId>,
     ingress_udp: HashMap<FlowId, IngressUdpFlow>,
     ingress_udp_index: HashMap<(u16, IpEndpoint), FlowId>,
     next_flow: FlowId,
@@ -487,7 +487,7 @@ impl Engine {
         let handshake_timeout =
             smoltcp::time::Duration::from_micros(self.tunables.connect_timeout.as_micros() as u64);
         let mut accepted_all = Vec::new();
-        for (&(dir, proto, port), service) in self.rules.services.iter_mut() {
+        for (&(dir, proto, port, _), service) in self.rules.services.iter_mut() {
             if dir != Direction::Ingress || proto != Protocol::Tcp {
                 continue;
             }
@@ -529,7 +529,10 @@ impl Engine {
                     src,
                     peer: peer.as_ref(),
                 };
-                self.admit((Direction::Ingress, Protocol::Tcp, port), Some(origin))
+                self.admit(
+                    (Direction::Ingress, Protocol::Tcp, port, None),
+                    Some(origin),
+                )
             });
             let Some(origin) = admitted else {
                 // Refused: the SYN-ACK is out, so the peer gets a reset.
@@ -665,11 +668,15 @@ impl Engine {
         progress
     }
 
-    fn start_egress_tcp(&mut self, port: u16, stream: tokio::net::TcpStream, client: SocketAddr) {
+    fn start_egress_tcp(
+        &mut self,
+        key: ServiceKey,
+        stream: tokio::net::TcpStream,
+        client: SocketAddr,
+    ) {
         let reset = |stream: tokio::net::TcpStream| {
             let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
         };
-        let key = (Direction::Egress, Protocol::Tcp, port);
         if !self.rules.services.contains_key(&key) {
             return; // Rule removed meanwhile: dropping the stream closes it.
         }
@@ -736,15 +743,15 @@ impl Engine {
 
     // ---- UDP ----
 
-    fn start_or_find_egress_udp(&mut self, port: u16, client: SocketAddr) -> Option<FlowId> {
-        if let Some(&id) = self.egress_udp_index.get(&(port, client)) {
+    fn start_or_find_egress_udp(
+        &mut self,
+        key: ServiceKey,
+        host: Arc<tokio::net::UdpSocket>,
+        client: SocketAddr,
+    ) -> Option<FlowId> {
+        if let Some(&id) = self.egress_udp_index.get(&(key, client)) {
             return Some(id);
         }
-        let key = (Direction::Egress, Protocol::Udp, port);
-        let Listener::EgressUdp(host, _) = &self.rules.services.get(&key)?.listener else {
-            return None;
-        };
-        let host = host.clone();
         let origin = self.admit(key, None)?;
         let dest = origin.destination;
         let refuse = |e: &mut Self| {
@@ -792,12 +799,18 @@ impl Engine {
                 origin,
             },
         );
-        self.egress_udp_index.insert((port, client), id);
+        self.egress_udp_index.insert((key, client), id);
         Some(id)
     }
 
-    fn egress_udp_datagram(&mut self, port: u16, client: SocketAddr, data: Bytes) {
-        let Some(id) = self.start_or_find_egress_udp(port, client) else {
+    fn egress_udp_datagram(
+        &mut self,
+        key: ServiceKey,
+        socket: Arc<tokio::net::UdpSocket>,
+        client: SocketAddr,
+        data: Bytes,
+    ) {
+        let Some(id) = self.start_or_find_egress_udp(key, socket, client) else {
             return;
         };
         let Some(flow) = self.egress_udp.get_mut(&id) else {
@@ -827,7 +840,7 @@ impl Engine {
         let Some(service) =
             self.rules
                 .services
-                .get(&(Direction::Ingress, Protocol::Udp, flow.port))
+                .get(&(Direction::Ingress, Protocol::Udp, flow.port, None))
         else {
             return;
         };
@@ -878,7 +891,7 @@ impl Engine {
             .rules
             .services
             .iter()
-            .filter_map(|(&(_, _, port), s)| match s.listener {
+            .filter_map(|(&(_, _, port, _), s)| match s.listener {
                 Listener::IngressUdp(h) => Some((port, h)),
                 _ => None,
             })
@@ -919,7 +932,10 @@ impl Engine {
             src,
             peer: peer.as_ref(),
         };
-        let origin = self.admit((Direction::Ingress, Protocol::Udp, port), Some(origin))?;
+        let origin = self.admit(
+            (Direction::Ingress, Protocol::Udp, port, None),
+            Some(origin),
+        )?;
         let dest = origin.destination;
         let host = match udp::connect_host(dest) {
             Ok(sock) => sock,
@@ -974,7 +990,7 @@ impl Engine {
         if let Some(f) = self.egress_udp.remove(&id) {
             self.closed_since_trim += 1;
             self.rules.flow_closed(&f.origin);
-            self.egress_udp_index.remove(&(f.origin.key.2, f.client));
+            self.egress_udp_index.remove(&(f.origin.key, f.client));
             self.stack.sockets.remove(f.handle);
             self.stack.ports.release(f.local.0, f.local.1);
             debug!(flow = id, "udp flow closed");
@@ -996,11 +1012,16 @@ impl Engine {
     fn on_event(&mut self, ev: Event) {
         match ev {
             Event::EgressTcp {
-                port,
+                key,
                 stream,
                 client,
-            } => self.start_egress_tcp(port, stream, client),
-            Event::EgressUdp { port, client, data } => self.egress_udp_datagram(port, client, data),
+            } => self.start_egress_tcp(key, stream, client),
+            Event::EgressUdp {
+                key,
+                socket,
+                client,
+                data,
+            } => self.egress_udp_datagram(key, socket, client, data),
             Event::HostData { flow, data } => {
                 if let Some(f) = self.tcp_flows.get_mut(&flow) {
                     f.host_data(data);
@@ -1113,15 +1134,27 @@ impl Engine {
                 format!("cannot be bound: {e}")
             },
         };
+        let key = super::rules::key_of(&rule);
         let listener = match (rule.direction, rule.rule.protocol) {
             (Direction::Egress, Protocol::Tcp) => {
-                let l = host::bind_tcp(port).map_err(unavailable)?;
-                Listener::EgressTcp(host::spawn_tcp_listener(l, port, self.events_tx.clone()))
+                let events = &self.events_tx;
+                Listener::EgressTcp(
+                    host::listen_on_each(&rule.rule, |addr| {
+                        let l = host::bind_tcp(addr)?;
+                        Ok(host::spawn_tcp_listener(l, key, events.clone()))
+                    })
+                    .map_err(unavailable)?,
+                )
             }
             (Direction::Egress, Protocol::Udp) => {
-                let s = Arc::new(host::bind_udp(port).map_err(unavailable)?);
-                let task = host::spawn_udp_listener(s.clone(), port, self.events_tx.clone());
-                Listener::EgressUdp(s, task)
+                let events = &self.events_tx;
+                Listener::EgressUdp(
+                    host::listen_on_each(&rule.rule, |addr| {
+                        let s = Arc::new(host::bind_udp(addr)?);
+                        Ok(host::spawn_udp_listener(s, key, events.clone()))
+                    })
+                    .map_err(unavailable)?,
+                )
             }
             (Direction::Ingress, Protocol::Tcp) => {
                 self.stack.ports.reserve(port);
@@ -1157,14 +1190,14 @@ impl Engine {
         info!(%rule, "rule removed; live connections drain");
         match listener {
             None => {}
-            Some(Listener::EgressTcp(task)) => task.abort(),
-            Some(Listener::EgressUdp(_, task)) => {
-                task.abort();
-                let port = rule.rule.port;
+            Some(Listener::EgressTcp(tasks)) => tasks.iter().for_each(|t| t.abort()),
+            Some(Listener::EgressUdp(tasks)) => {
+                tasks.iter().for_each(|t| t.abort());
+                let key = super::rules::key_of(&rule);
                 let ids: Vec<FlowId> = self
                     .egress_udp_index
                     .iter()
-                    .filter(|((p, _), _)| *p == port)
+                    .filter(|((k, _), _)| *k == key)
                     .map(|(_, &id)| id)
                     .collect();
                 for id in ids {
@@ -1257,7 +1290,7 @@ impl Engine {
     fn shutdown(&mut self) {
         for service in self.rules.services.values() {
             match &service.listener {
-                Listener::EgressTcp(t) | Listener::EgressUdp(_, t) => t.abort(),
+                Listener::EgressTcp(t) | Listener::EgressUdp(t) => t.iter().for_each(|t| t.abort()),
                 _ => {}
             }
         }

@@ -2,7 +2,9 @@
 //!
 //! They never touch engine state; they send [`Event`]s and receive data on bounded channels.
 
+use super::rules::ServiceKey;
 use bytes::{Bytes, BytesMut};
+use nexd_common::Rule;
 use socket2::{Domain, Protocol as SockProto, SockRef, Socket, Type};
 use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,13 +29,14 @@ pub const TO_HOST_DEPTH: usize = 4;
 pub enum Event {
     /// A client connected to an egress TCP port.
     EgressTcp {
-        port: u16,
+        key: ServiceKey,
         stream: TcpStream,
         client: SocketAddr,
     },
-    /// A datagram arrived on an egress UDP port.
+    /// A datagram arrived on an egress UDP port (`socket`: where replies go back out).
     EgressUdp {
-        port: u16,
+        key: ServiceKey,
+        socket: Arc<UdpSocket>,
         client: SocketAddr,
         data: Bytes,
     },
@@ -83,20 +86,67 @@ fn dual_stack_socket(port: u16, ty: Type, proto: SockProto) -> std::io::Result<S
     Ok(sock)
 }
 
-/// Binds a TCP listener on all interfaces, IPv4 and IPv6.
-pub fn bind_tcp(port: u16) -> std::io::Result<TcpListener> {
-    let sock = dual_stack_socket(port, Type::STREAM, SockProto::TCP)?;
+/// A socket bound to one host address; `::` also takes IPv4, as the unspecified address
+/// of a dual-stack host does for most servers.
+fn socket_on(addr: SocketAddr, ty: Type, proto: SockProto) -> std::io::Result<Socket> {
+    let sock = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
+    if let SocketAddr::V6(a) = addr {
+        sock.set_only_v6(!a.ip().is_unspecified())?;
+    }
+    if ty == Type::STREAM {
+        sock.set_reuse_address(true)?;
+    }
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    Ok(sock)
+}
+
+/// Starts an egress rule's listener on each of its bind addresses ([`Rule::bind_addresses`])
+/// with `listen`. Without a bind address the rule listens on loopback, and a host without
+/// IPv6 has no `::1`: that one may be missing. On any other failure the listeners already
+/// started are stopped.
+pub fn listen_on_each(
+    rule: &Rule,
+    mut listen: impl FnMut(SocketAddr) -> std::io::Result<AbortHandle>,
+) -> std::io::Result<Vec<AbortHandle>> {
+    let mut tasks: Vec<AbortHandle> = Vec::new();
+    for ip in rule.bind_addresses() {
+        match listen(SocketAddr::new(ip, rule.port)) {
+            Ok(t) => tasks.push(t),
+            Err(e) if rule.bind.is_none() && ip.is_ipv6() && no_ipv6(&e) => {
+                tracing::debug!(port = rule.port, "no IPv6 loopback here: {e}");
+            }
+            Err(e) => {
+                tasks.iter().for_each(|t| t.abort());
+                return Err(e);
+            }
+        }
+    }
+    Ok(tasks)
+}
+
+/// Whether binding `::1` failed because the host has no IPv6.
+fn no_ipv6(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::AddrNotAvailable || e.raw_os_error() == Some(libc::EAFNOSUPPORT)
+}
+
+/// Binds an egress TCP listener on one host address.
+pub fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let sock = socket_on(addr, Type::STREAM, SockProto::TCP)?;
     // The kernel caps this at net.core.somaxconn; bursts of new clients must not overflow it.
     sock.listen(4096)?;
     TcpListener::from_std(sock.into())
 }
 
-/// Binds a UDP socket on all interfaces, IPv4 and IPv6, with large buffers.
-pub fn bind_udp(port: u16) -> std::io::Result<UdpSocket> {
-    UdpSocket::from_std(bind_udp_std(port)?)
+/// Binds an egress UDP socket on one host address, with large buffers.
+pub fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let sock = socket_on(addr, Type::DGRAM, SockProto::UDP)?;
+    raise_buffers(&sock);
+    UdpSocket::from_std(sock.into())
 }
 
-/// [`bind_udp`] without a runtime: the socket is registered later, on the engine's thread.
+/// The WireGuard socket, on all interfaces (IPv4 and IPv6), without a runtime: it is
+/// registered later, on the engine's thread.
 pub fn bind_udp_std(port: u16) -> std::io::Result<std::net::UdpSocket> {
     let sock = dual_stack_socket(port, Type::DGRAM, SockProto::UDP)?;
     raise_buffers(&sock);
@@ -113,7 +163,7 @@ pub fn raise_buffers(sock: &Socket) {
 /// Accepts egress connections and hands them to the engine.
 pub fn spawn_tcp_listener(
     listener: TcpListener,
-    port: u16,
+    key: ServiceKey,
     events: mpsc::Sender<Event>,
 ) -> AbortHandle {
     tokio::spawn(async move {
@@ -123,7 +173,7 @@ pub fn spawn_tcp_listener(
                     let _ = stream.set_nodelay(true);
                     if events
                         .send(Event::EgressTcp {
-                            port,
+                            key,
                             stream,
                             client,
                         })
@@ -135,7 +185,7 @@ pub fn spawn_tcp_listener(
                 }
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning.
-                    tracing::warn!(port, "accept failed: {e}");
+                    tracing::warn!(port = key.2, "accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
@@ -147,7 +197,7 @@ pub fn spawn_tcp_listener(
 /// Receives egress datagrams and hands them to the engine.
 pub fn spawn_udp_listener(
     sock: Arc<UdpSocket>,
-    port: u16,
+    key: ServiceKey,
     events: mpsc::Sender<Event>,
 ) -> AbortHandle {
     tokio::spawn(async move {
@@ -156,15 +206,18 @@ pub fn spawn_udp_listener(
             match sock.recv_from(&mut buf).await {
                 Ok((n, client)) => {
                     let data = Bytes::copy_from_slice(&buf[..n]);
-                    if events
-                        .send(Event::EgressUdp { port, client, data })
-                        .await
-                        .is_err()
-                    {
+                    let socket = sock.clone();
+                    let ev = Event::EgressUdp {
+                        key,
+                        socket,
+                        client,
+                        data,
+                    };
+                    if events.send(ev).await.is_err() {
                         return;
                     }
                 }
-                Err(e) => tracing::debug!(port, "udp recv: {e}"),
+                Err(e) => tracing::debug!(port = key.2, "udp recv: {e}"),
             }
         }
     })

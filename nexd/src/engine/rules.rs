@@ -1,22 +1,20 @@
-//! The rule table: rules grouped into services by (direction, protocol, port), each with
-//! its listener, spreading new flows round-robin over the group's destinations, within each
-//! rule's allow-list and flow limit.
+//! The rule table: rules grouped into services by (direction, protocol, port, bind address),
+//! each with its listener, spreading new flows round-robin over the group's destinations,
+//! within each rule's allow-list and flow limit.
 
 use nexd_common::allow::{self, AllowPeer};
 use nexd_common::{Direction, Key, Protocol, ProxyRule, Rule, RuleSpec};
 use smoltcp::iface::SocketHandle;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use tokio::net::UdpSocket;
 use tokio::task::AbortHandle;
 
 /// What listens for a service.
 pub enum Listener {
-    /// Host TCP listener task.
-    EgressTcp(AbortHandle),
-    /// Host UDP socket and its receive task.
-    EgressUdp(Arc<UdpSocket>, AbortHandle),
+    /// Host TCP listener tasks, one per bind address.
+    EgressTcp(Vec<AbortHandle>),
+    /// Host UDP receive tasks, one per bind address (each holds its socket).
+    EgressUdp(Vec<AbortHandle>),
     /// smoltcp sockets in LISTEN state (a backlog, topped up after every poll).
     IngressTcp(Vec<SocketHandle>),
     /// One smoltcp UDP socket bound to the port.
@@ -95,8 +93,8 @@ impl Service {
     }
 }
 
-/// Key of a service.
-pub type ServiceKey = (Direction, Protocol, u16);
+/// Key of a service: direction, protocol, port and (egress) the bind address as given.
+pub type ServiceKey = (Direction, Protocol, u16, Option<IpAddr>);
 
 /// All services.
 #[derive(Default)]
@@ -107,7 +105,7 @@ pub struct RuleTable {
 
 /// The service key of a rule.
 pub fn key_of(r: &ProxyRule) -> ServiceKey {
-    (r.direction, r.rule.protocol, r.rule.port)
+    (r.direction, r.rule.protocol, r.rule.port, r.rule.bind)
 }
 
 impl RuleTable {
@@ -169,7 +167,7 @@ impl RuleTable {
     pub fn list(&self) -> Vec<RuleSpec> {
         self.services
             .iter()
-            .flat_map(|(&(direction, _, _), s)| {
+            .flat_map(|(&(direction, _, _, _), s)| {
                 s.rules.iter().map(move |e| RuleSpec {
                     rule: ProxyRule {
                         direction,
@@ -237,7 +235,7 @@ mod tests {
         assert_eq!(s.pick(Some(inside), 2).unwrap().port(), 1);
         assert_eq!(s.pick(Some(inside), 2), Err(Refusal::RuleLimit));
         t.flow_closed(&FlowOrigin {
-            key: (Direction::Ingress, Protocol::Tcp, 80),
+            key: (Direction::Ingress, Protocol::Tcp, 80, None),
             destination: "127.0.0.1:1".parse().unwrap(),
         });
         let s = t.services.values_mut().next().unwrap();
