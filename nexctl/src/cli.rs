@@ -55,6 +55,8 @@ pub enum NexdCommand {
         #[command(subcommand)]
         command: PeersCommand,
     },
+    /// Re-read nexd's config file and apply its peer changes (as SIGHUP does)
+    Reload,
 }
 
 /// Exactly one of --ingress or --egress.

@@ -154,6 +154,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         output::rules(out, &r.into_inner().rules);
                     }
                 },
+                NexdCommand::Reload => {
+                    let r = c
+                        .reload(api::ReloadRequest {})
+                        .await
+                        .map_err(client::failure)?;
+                    output::reloaded(out, &r.into_inner());
+                }
                 NexdCommand::Status => {
                     let s = c
                         .get_status(api::GetStatusRequest {})

@@ -36,6 +36,27 @@ pub fn peer_done(out: Output, verb: &str, key: &str) {
     }
 }
 
+/// After `reload`: what changed; warnings go to stderr in text mode.
+pub fn reloaded(out: Output, r: &api::ReloadResponse) {
+    match out {
+        Output::Text => {
+            println!(
+                "reloaded: {} peer(s) added, {} removed, {} changed",
+                r.peers_added, r.peers_removed, r.peers_changed
+            );
+            for w in &r.warnings {
+                eprintln!("warning: {w}");
+            }
+        }
+        Output::Json => println!(
+            "{}",
+            json!({"result": "reloaded", "peers_added": r.peers_added,
+                   "peers_removed": r.peers_removed, "peers_changed": r.peers_changed,
+                   "warnings": r.warnings})
+        ),
+    }
+}
+
 /// `proxy list`: one rule a line.
 pub fn rules(out: Output, rules: &[api::ProxyRule]) {
     match out {

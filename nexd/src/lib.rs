@@ -5,4 +5,5 @@ pub mod cli;
 pub mod engine;
 pub mod page_alloc;
 pub mod proxy;
+pub mod reload;
 pub mod state;

@@ -217,6 +217,7 @@ pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
         Some(s) => s.load().map_err(|e| fatal(EX_CONFIG, e.to_string()))?,
         None => State::default(),
     };
+    let reloader = std::sync::Arc::new(crate::reload::Reloader::new(&args.config, network.clone()));
     merge_state(&state, &mut network, &mut rules)?;
     let endpoints = resolve_endpoints(&network)?;
     let listener = match api::bind_private(&paths.unix_socket).await {
@@ -258,8 +259,9 @@ pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
             return Err(fatal(1, e.to_string()));
         }
     }
+    let runtime = std::sync::Arc::new(tokio::sync::Mutex::new(RuntimeState { store, state }));
     let api_task = listener.map(|listener| {
-        let service = ApiService::new(handle.clone(), RuntimeState { store, state });
+        let service = ApiService::new(handle.clone(), runtime.clone(), reloader.clone());
         tokio::spawn(api::serve(
             listener,
             paths.unix_socket.clone(),
@@ -275,7 +277,15 @@ pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
     }
     let mut task = task;
     let engine_failure = tokio::select! {
-        _ = wait_for_signal(&cancel) => None,
+        _ = wait_for_signal(&cancel, || {
+            let (handle, runtime, reloader) = (handle.clone(), runtime.clone(), reloader.clone());
+            async move {
+                match reloader.reload(&handle, &runtime).await {
+                    Ok(r) => crate::reload::log_report(&r, "SIGHUP"),
+                    Err(e) => warn!("reload on SIGHUP failed, running configuration kept: {e}"),
+                }
+            }
+        }) => None,
         // The engine never ends on its own: if it does, a half-alive daemon that answers the
         // API but moves no packet is worse than exiting for a supervisor to restart.
         r = &mut task => Some(match r {
@@ -304,18 +314,27 @@ pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
 /// sysexits EX_SOFTWARE: an internal error.
 const EX_SOFTWARE: u8 = 70;
 
-async fn wait_for_signal(cancel: &CancellationToken) {
+/// Waits for SIGTERM or SIGINT; on each SIGHUP runs `on_hup` (a reload) and goes on.
+async fn wait_for_signal<F, Fut>(cancel: &CancellationToken, mut on_hup: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         cancel.cancelled().await;
         return;
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-        _ = cancel.cancelled() => {}
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => on_hup().await,
+            _ = cancel.cancelled() => return,
+        }
     }
 }

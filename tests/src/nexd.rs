@@ -269,7 +269,8 @@ impl Nexd {
         );
     }
 
-    fn exited(&mut self) -> bool {
+    /// Whether the process has ended.
+    pub fn exited(&mut self) -> bool {
         self.child
             .as_mut()
             .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))

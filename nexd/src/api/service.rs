@@ -1,6 +1,7 @@
 //! The `nexd.v1.Nexd` service: turns requests into engine commands and persists changes.
 
 use crate::engine::{EngineError, EngineHandle};
+use crate::reload::Reloader;
 use crate::state::{SavedPeer, State, StateStore};
 use nexd_common::api::{self, nexd_server::Nexd};
 use nexd_common::{Key, PeerConfig, ProxyRule, RuleSpec};
@@ -24,15 +25,21 @@ pub struct RuntimeState {
 pub struct ApiService {
     engine: EngineHandle,
     runtime: Arc<Mutex<RuntimeState>>,
+    reloader: Arc<Reloader>,
     started: Instant,
 }
 
 impl ApiService {
-    /// A service over a running engine.
-    pub fn new(engine: EngineHandle, runtime: RuntimeState) -> Self {
+    /// A service over a running engine; `runtime` and `reloader` are shared with SIGHUP.
+    pub fn new(
+        engine: EngineHandle,
+        runtime: Arc<Mutex<RuntimeState>>,
+        reloader: Arc<Reloader>,
+    ) -> Self {
         ApiService {
             engine,
-            runtime: Arc::new(Mutex::new(runtime)),
+            runtime,
+            reloader,
             started: Instant::now(),
         }
     }
@@ -288,6 +295,24 @@ impl Nexd for ApiService {
         }
         saved(&rt)?;
         Ok(Response::new(api::RemovePeerResponse {}))
+    }
+
+    async fn reload(
+        &self,
+        _req: Request<api::ReloadRequest>,
+    ) -> Result<Response<api::ReloadResponse>, Status> {
+        let r = self
+            .reloader
+            .reload(&self.engine, &self.runtime)
+            .await
+            .map_err(Status::invalid_argument)?;
+        crate::reload::log_report(&r, "nexctl");
+        Ok(Response::new(api::ReloadResponse {
+            peers_added: r.added as u32,
+            peers_removed: r.removed as u32,
+            peers_changed: r.changed as u32,
+            warnings: r.warnings,
+        }))
     }
 
     async fn get_version(
