@@ -2,7 +2,10 @@
 
 pub mod api;
 pub mod cli;
+pub mod config_file;
 pub mod engine;
+pub mod keys;
 pub mod page_alloc;
 pub mod proxy;
+pub mod sd_notify;
 pub mod state;
