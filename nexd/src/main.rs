@@ -143,8 +143,7 @@ fn main() -> ExitCode {
             }
         }
         cli::Command::Man { dir } => {
-            use clap::CommandFactory as _;
-            match nexd_common::clidoc::man_pages(cli::Cli::command(), &dir) {
+            match nexd_common::clidoc::man_pages(nexd_common::usage::command::<cli::Cli>(), &dir) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("nexd: cannot write man pages to {}: {e}", dir.display());
