@@ -1,5 +1,6 @@
 //! Reading the wg-quick style configuration: from a file or stdin (`--config -`), with the
-//! private key inline or in a `PrivateKeyFile`, warning about files others may read.
+//! private key inline or in a `PrivateKeyFile`, warning (as wg-quick does) about a key file,
+//! or a config file holding a PrivateKey or PresharedKey, that group or others may read.
 //!
 //! Parsing stays pure in nexd-common ([`NetworkConfig::parse_with`]); this module does the I/O.
 
@@ -58,7 +59,9 @@ pub fn load(path: &Path) -> Result<NetworkConfig, Fatal> {
     for (line, key) in &cfg.ignored {
         warn!("config {name}: line {line}: {key} is for the kernel interface; ignored");
     }
-    if !from_stdin {
+    // The config needs protecting only if it holds a secret itself.
+    let holds_secret = key_file.is_none() || cfg.peers.iter().any(|p| p.preshared_key.is_some());
+    if !from_stdin && holds_secret {
         defer_if_accessible(path);
     }
     if let Some(k) = key_file {
@@ -78,8 +81,8 @@ pub fn log_deferred_warnings() {
     }
 }
 
-/// The wg-quick style warning for a file holding a private key that group or others may
-/// read, if it is one.
+/// The wg-quick style warning for a file holding a secret key (a private or preshared key)
+/// that group or others may read, if it is one.
 pub fn accessible_warning(path: &Path, mode: u32) -> Option<String> {
     let who = if mode & 0o007 != 0 {
         "world"
@@ -89,7 +92,7 @@ pub fn accessible_warning(path: &Path, mode: u32) -> Option<String> {
         return None;
     };
     Some(format!(
-        "Warning: `{}' is {who} accessible (mode {:04o}); it holds a private key: chmod 600 it",
+        "Warning: `{}' is {who} accessible (mode {:04o}); it holds a secret key: chmod 600 it",
         path.display(),
         mode & 0o7777
     ))

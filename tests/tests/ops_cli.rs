@@ -362,10 +362,30 @@ fn config_from_stdin() {
 
 #[test]
 fn world_readable_config_and_key_files_are_warned_about() {
+    let warning = |p: &Path| format!("Warning: `{}' is world accessible", p.display());
     let dir = tempfile::tempdir().unwrap();
+
+    // A config holding its private key.
+    let conf = dir.path().join("inline.conf");
+    write_mode(
+        &conf,
+        &config_text(&format!("PrivateKey = {PRIVATE}")),
+        0o644,
+    );
+    let mut d = Daemon::start(
+        &["proxy", "--config", &conf.display().to_string()],
+        None,
+        &[],
+    );
+    d.wait_running();
+    let ok = wait_until(Duration::from_secs(5), || d.log().contains(&warning(&conf)));
+    assert!(ok, "no {:?} in:\n{}", warning(&conf), d.log());
+    drop(d);
+
+    // A key file readable by all; the config names it and holds no secret itself.
     let key = dir.path().join("nexd.key");
     write_mode(&key, PRIVATE, 0o644);
-    let conf = dir.path().join("nexd.conf");
+    let conf = dir.path().join("by-file.conf");
     write_mode(
         &conf,
         &config_text(&format!("PrivateKeyFile = {}", key.display())),
@@ -377,11 +397,9 @@ fn world_readable_config_and_key_files_are_warned_about() {
         &[],
     );
     d.wait_running();
-    for p in [&conf, &key] {
-        let want = format!("Warning: `{}' is world accessible", p.display());
-        let ok = wait_until(Duration::from_secs(5), || d.log().contains(&want));
-        assert!(ok, "no {want:?} in:\n{}", d.log());
-    }
+    let ok = wait_until(Duration::from_secs(5), || d.log().contains(&warning(&key)));
+    assert!(ok, "no {:?} in:\n{}", warning(&key), d.log());
+    assert!(!d.log().contains(&warning(&conf)), "{}", d.log());
 }
 
 #[test]
