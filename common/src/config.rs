@@ -535,9 +535,9 @@ mod tests {
 
     #[test]
     fn private_key_file_is_read_through_the_callback() {
-        let text = format!("[Interface]\nPrivateKeyFile = keys/nexd.key\nAddress = 10.0.0.1\n");
+        let text = "[Interface]\nPrivateKeyFile = keys/nexd.key\nAddress = 10.0.0.1\n";
         let mut asked = None;
-        let c = NetworkConfig::parse_with(&text, |p| {
+        let c = NetworkConfig::parse_with(text, |p| {
             asked = Some(p.to_string());
             Ok(format!("  {K1}\n\n"))
         })
