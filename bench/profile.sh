@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# CPU profiles of nexd <-> nexd (release build, set up as in bench/run.sh) under
+# CPU profiles of nexd <-> nexd (release code built with `--profile profiling`: symbols and
+# debug info kept; set up as in bench/run.sh) under
 #   (a) one iperf3 TCP stream and (b) the new-connections/s test (testkit conn-rate, 4 clients),
 # sampled with perf (cpu-clock, DWARF call graphs) in both nexd processes at once, rendered as
 # flame graphs by inferno: docs/profiles/{tcp-stream,conn-rate}.svg, the top frames (self and
@@ -14,8 +15,8 @@ source bench/tools.sh
 PSECS=${PSECS:-8}
 command -v perf >/dev/null || { echo "profile: perf not found (Debian: linux-perf)"; exit 1; }
 [ -x "$TOOLS/bin/inferno-flamegraph" ] || cargo install --locked --quiet --root "$TOOLS" inferno
-cargo build --release --workspace --bins -q
-bin=$PWD/target/release
+cargo build --profile profiling --workspace --bins -q
+bin=$PWD/target/profiling
 tk=$bin/testkit
 out=docs/profiles
 mkdir -p "$out"

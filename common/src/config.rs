@@ -88,6 +88,20 @@ pub enum ConfigError {
     /// No [Interface] section at all, or more than one.
     #[error("expected exactly one [Interface] section, found {0}")]
     InterfaceCount(usize),
+    /// Both PrivateKey and PrivateKeyFile in [Interface].
+    #[error("line {line}: {key} and {other} both given; use one of them")]
+    Conflict {
+        line: usize,
+        key: String,
+        other: &'static str,
+    },
+    /// The file named by PrivateKeyFile cannot be read or does not hold a key.
+    #[error("line {line}: PrivateKeyFile {path:?}: {reason}")]
+    KeyFile {
+        line: usize,
+        path: String,
+        reason: String,
+    },
 }
 
 fn at_line(line: Option<usize>) -> String {
@@ -98,6 +112,8 @@ fn at_line(line: Option<usize>) -> String {
 #[derive(Default)]
 struct InterfaceDraft {
     private_key: Option<Key>,
+    /// `(line, path)` of PrivateKeyFile, as written.
+    private_key_file: Option<(usize, String)>,
     addresses: Option<Vec<IpNet>>,
     listen_port: Option<u16>,
     mtu: Option<u16>,
@@ -123,6 +139,14 @@ fn invalid(line: usize, key: &str, value: &str, reason: impl ToString) -> Config
         key: key.to_string(),
         value: value.to_string(),
         reason: reason.to_string(),
+    }
+}
+
+fn conflict(line: usize, key: &str, other: &'static str) -> ConfigError {
+    ConfigError::Conflict {
+        line,
+        key: key.to_string(),
+        other,
     }
 }
 
@@ -183,8 +207,21 @@ fn check_endpoint(line: usize, value: &str) -> Result<String, ConfigError> {
 }
 
 impl NetworkConfig {
-    /// Parses wg-quick style text.
+    /// Parses wg-quick style text. A `PrivateKeyFile` is an error here, since reading it is
+    /// I/O: use [`NetworkConfig::parse_with`] for that.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        Self::parse_with(text, |_| {
+            Err("key files are not read by this parser; give PrivateKey".to_string())
+        })
+    }
+
+    /// Parses wg-quick style text; `read_key_file` is called with the path written after
+    /// `PrivateKeyFile =` (as written: the caller resolves relative paths) and returns the
+    /// file's text or a one-line reason. Surrounding whitespace of the key is ignored.
+    pub fn parse_with(
+        text: &str,
+        read_key_file: impl FnOnce(&str) -> Result<String, String>,
+    ) -> Result<Self, ConfigError> {
         let mut iface = InterfaceDraft::default();
         let mut iface_count = 0;
         let mut peers: Vec<PeerDraft> = Vec::new();
@@ -242,12 +279,31 @@ impl NetworkConfig {
                     })
                 }
                 Some(Section::Interface) => match lower.as_str() {
-                    "privatekey" => set_once(
-                        &mut iface.private_key,
-                        parse_key(line, key, value)?,
-                        line,
-                        key,
-                    )?,
+                    "privatekey" => {
+                        if iface.private_key_file.is_some() {
+                            return Err(conflict(line, key, "PrivateKeyFile"));
+                        }
+                        set_once(
+                            &mut iface.private_key,
+                            parse_key(line, key, value)?,
+                            line,
+                            key,
+                        )?
+                    }
+                    "privatekeyfile" => {
+                        if iface.private_key.is_some() {
+                            return Err(conflict(line, key, "PrivateKey"));
+                        }
+                        if value.is_empty() {
+                            return Err(invalid(line, key, value, "empty path"));
+                        }
+                        set_once(
+                            &mut iface.private_key_file,
+                            (line, value.to_string()),
+                            line,
+                            key,
+                        )?
+                    }
                     "address" => {
                         let mut list = iface.addresses.take().unwrap_or_default();
                         list.extend(parse_cidrs(line, key, value)?);
@@ -322,9 +378,21 @@ impl NetworkConfig {
             key,
             line: None,
         };
-        let private_key = iface
-            .private_key
-            .ok_or_else(|| missing("Interface", "PrivateKey"))?;
+        let private_key = match (iface.private_key, iface.private_key_file) {
+            (Some(k), _) => k,
+            (None, Some((line, path))) => {
+                let key_file = |reason: String| ConfigError::KeyFile {
+                    line,
+                    path: path.clone(),
+                    reason,
+                };
+                let text = read_key_file(&path).map_err(key_file)?;
+                text.trim()
+                    .parse::<Key>()
+                    .map_err(|e| key_file(format!("not a WireGuard key: {e}")))?
+            }
+            (None, None) => return Err(missing("Interface", "PrivateKey")),
+        };
         let addresses = iface
             .addresses
             .filter(|a| !a.is_empty())
@@ -463,6 +531,66 @@ mod tests {
             assert!(err.contains(want), "{err:?} should contain {want:?}");
             assert!(!err.contains('\n'), "one line: {err:?}");
         }
+    }
+
+    #[test]
+    fn private_key_file_is_read_through_the_callback() {
+        let text = "[Interface]\nPrivateKeyFile = keys/nexd.key\nAddress = 10.0.0.1\n";
+        let mut asked = None;
+        let c = NetworkConfig::parse_with(text, |p| {
+            asked = Some(p.to_string());
+            Ok(format!("  {K1}\n\n"))
+        })
+        .unwrap();
+        assert_eq!(asked.as_deref(), Some("keys/nexd.key"));
+        assert_eq!(c.private_key.to_string(), K1);
+    }
+
+    #[test]
+    fn private_key_file_errors_name_line_and_path() {
+        let text = "[Interface]\nAddress = 10.0.0.1\nPrivateKeyFile = /etc/k\n";
+        let cases: Vec<(Result<String, String>, &str)> = vec![
+            (
+                Err("No such file".into()),
+                "line 3: PrivateKeyFile \"/etc/k\": No such file",
+            ),
+            (
+                Ok("nope".into()),
+                "line 3: PrivateKeyFile \"/etc/k\": not a WireGuard key",
+            ),
+        ];
+        for (read, want) in cases {
+            let err = NetworkConfig::parse_with(text, |_| read)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{err:?} should contain {want:?}");
+            assert!(!err.contains('\n'), "one line: {err:?}");
+        }
+        // The pure parser refuses to read, with a one-line error.
+        let err = NetworkConfig::parse(text).unwrap_err().to_string();
+        assert!(err.contains("line 3: PrivateKeyFile"), "{err:?}");
+    }
+
+    #[test]
+    fn exactly_one_of_private_key_and_private_key_file() {
+        for text in [
+            format!("[Interface]\nPrivateKey = {K1}\nPrivateKeyFile = k\nAddress = 10.0.0.1\n"),
+            format!("[Interface]\nPrivateKeyFile = k\nPrivateKey = {K1}\nAddress = 10.0.0.1\n"),
+        ] {
+            let err = NetworkConfig::parse_with(&text, |_| Ok(K1.to_string()))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("line 3: "), "{err:?}");
+            assert!(err.contains("both given"), "{err:?}");
+        }
+        let text = "[Interface]\nPrivateKeyFile = a\nPrivateKeyFile = b\nAddress = 10.0.0.1\n";
+        let err = NetworkConfig::parse_with(text, |_| Ok(K1.to_string())).unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("line 3: PrivateKeyFile given twice"));
+        let text = "[Interface]\nPrivateKeyFile =\nAddress = 10.0.0.1\n";
+        let err = NetworkConfig::parse_with(text, |_| Ok(K1.to_string())).unwrap_err();
+        assert!(err.to_string().contains("line 2: invalid PrivateKeyFile"));
     }
 
     proptest! {

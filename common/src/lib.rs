@@ -3,6 +3,7 @@
 
 pub mod allow;
 pub mod api;
+pub mod clidoc;
 pub mod config;
 pub mod key;
 pub mod paths;

@@ -12,7 +12,7 @@ pub struct Cli {
     pub unix_socket: Option<PathBuf>,
 
     /// Output format
-    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Text)]
     pub output: Output,
 
     #[command(subcommand)]
@@ -38,6 +38,18 @@ pub enum Command {
     },
     /// Print nexctl's version and, if reachable, the daemon's
     Version,
+    /// Print shell completions for nexctl
+    Completions {
+        /// Shell to write completions for
+        #[arg(value_enum)]
+        shell: nexd_common::clidoc::Shell,
+    },
+    /// Write man pages for nexctl and its subcommands into DIR
+    #[command(hide = true)]
+    Man {
+        /// Directory for the pages (e.g. /usr/local/share/man/man1); created if missing
+        dir: PathBuf,
+    },
 }
 
 /// `nexctl nexd ...`

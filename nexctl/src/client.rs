@@ -1,6 +1,6 @@
 //! Connecting to nexd over its unix socket, and mapping gRPC errors to exit codes.
 
-use crate::{Failure, EX_DATAERR, EX_UNAVAILABLE};
+use crate::{Failure, EX_DATAERR, EX_NOPERM, EX_UNAVAILABLE};
 use hyper_util::rt::TokioIo;
 use nexd_common::api::nexd_client::NexdClient;
 use std::path::Path;
@@ -20,7 +20,7 @@ pub async fn connect(path: &Path) -> Result<NexdClient<Channel>, Failure> {
     };
     // Probe first: tonic's connect error hides the OS reason.
     if let Err(e) = tokio::net::UnixStream::connect(path).await {
-        return Err(unreachable(e.to_string()));
+        return Err(connect_failure(path, &e));
     }
     let path = path.to_path_buf();
     // The URI is required by the API but unused: the connector dials the socket.
@@ -34,6 +34,27 @@ pub async fn connect(path: &Path) -> Result<NexdClient<Channel>, Failure> {
         .await
         .map_err(|e| unreachable(e.to_string()))?;
     Ok(NexdClient::new(channel))
+}
+
+/// Maps a failed connect to the socket to an exit code: permission denied is 77
+/// (EX_NOPERM), since starting nexd would not help; anything else is 69 (EX_UNAVAILABLE).
+pub fn connect_failure(path: &Path, e: &std::io::Error) -> Failure {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        return Failure::new(
+            EX_NOPERM,
+            format!(
+                "permission denied on {}: run as a user that may use nexd's socket (or sudo)",
+                path.display()
+            ),
+        );
+    }
+    Failure::new(
+        EX_UNAVAILABLE,
+        format!(
+            "cannot reach nexd at {}: {e} (is nexd running? set --unix-socket or NEXD_UNIX_SOCKET)",
+            path.display()
+        ),
+    )
 }
 
 /// Maps a gRPC status to an exit code and one line.
@@ -52,4 +73,23 @@ pub fn failure(s: tonic::Status) -> Failure {
             msg
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn permission_denied_is_77_and_says_so() {
+        let p = Path::new("/run/nexd.sock");
+        let f = connect_failure(p, &Error::from(ErrorKind::PermissionDenied));
+        assert_eq!(f.code, 77);
+        assert!(f.message.contains("permission denied on /run/nexd.sock"));
+        for kind in [ErrorKind::NotFound, ErrorKind::ConnectionRefused] {
+            let f = connect_failure(p, &Error::from(kind));
+            assert_eq!(f.code, 69, "{kind:?}");
+            assert!(f.message.contains("cannot reach nexd at /run/nexd.sock"));
+        }
+    }
 }

@@ -18,6 +18,9 @@ use std::process::ExitCode;
 const EX_USAGE: u8 = 64;
 const EX_DATAERR: u8 = 65;
 const EX_UNAVAILABLE: u8 = 69;
+const EX_CANTCREAT: u8 = 73;
+const EX_IOERR: u8 = 74;
+const EX_NOPERM: u8 = 77;
 
 /// A failure with its exit code and one line for stderr.
 pub struct Failure {
@@ -85,6 +88,22 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let socket = cli.unix_socket.clone().unwrap_or_else(default_socket);
     let out = cli.output;
     match cli.command {
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            let mut out = std::io::stdout().lock();
+            nexd_common::clidoc::completions(Cli::command(), shell, &mut out)
+                .map_err(|e| Failure::new(EX_IOERR, format!("cannot write to stdout: {e}")))
+        }
+        Command::Man { dir } => {
+            nexd_common::clidoc::man_pages(nexd_common::usage::command::<Cli>(), &dir).map_err(
+                |e| {
+                    Failure::new(
+                        EX_CANTCREAT,
+                        format!("cannot write man pages to {}: {e}", dir.display()),
+                    )
+                },
+            )
+        }
         Command::Version => {
             let daemon = match client::connect(&socket).await {
                 Ok(mut c) => c

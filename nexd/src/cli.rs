@@ -1,6 +1,6 @@
 //! Command-line interface.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 /// nexd: join a WireGuard (Nexodus) network from userspace.
@@ -19,8 +19,28 @@ pub struct Cli {
     #[arg(long, global = true, env = "NEXD_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,
 
+    /// Log line format: text for people, json (one object per line) for log collectors
+    #[arg(
+        long,
+        global = true,
+        env = "NEXD_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text,
+        value_name = "FORMAT"
+    )]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written to stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Subcommands.
@@ -32,6 +52,22 @@ pub enum Command {
     Agent,
     /// Print the version
     Version,
+    /// Print a new private key (base64), as `wg genkey` does
+    Genkey,
+    /// Read a private key on stdin and print its public key, as `wg pubkey` does
+    Pubkey,
+    /// Print shell completions for nexd
+    Completions {
+        /// Shell to write completions for
+        #[arg(value_enum)]
+        shell: nexd_common::clidoc::Shell,
+    },
+    /// Write man pages for nexd and its subcommands into DIR
+    #[command(hide = true)]
+    Man {
+        /// Directory for the pages (e.g. /usr/local/share/man/man1); created if missing
+        dir: PathBuf,
+    },
 }
 
 /// Defaults of the flow limits, as clap wants them.
@@ -71,7 +107,7 @@ pub fn parse_bytes(s: &str) -> Result<usize, String> {
 /// `nexd proxy` options.
 #[derive(Args, Debug)]
 pub struct ProxyArgs {
-    /// wg-quick style configuration file
+    /// wg-quick style configuration file; `-` reads it from stdin
     #[arg(long, env = "NEXD_CONFIG", value_name = "FILE")]
     pub config: PathBuf,
 

@@ -2,8 +2,11 @@
 
 pub mod api;
 pub mod cli;
+pub mod config_file;
 pub mod engine;
+pub mod keys;
 pub mod page_alloc;
 pub mod proxy;
 pub mod reload;
+pub mod sd_notify;
 pub mod state;

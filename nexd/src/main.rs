@@ -1,7 +1,7 @@
 //! nexd: a daemon that joins a WireGuard network entirely in userspace and proxies
 //! layer-4 traffic between host sockets and addresses on that network.
 
-use nexd::{cli, proxy};
+use nexd::{cli, keys, proxy};
 
 use std::process::ExitCode;
 
@@ -10,10 +10,16 @@ static ALLOC: nexd::page_alloc::PageAlloc = nexd::page_alloc::PageAlloc;
 
 /// sysexits: command line usage error.
 const EX_USAGE: u8 = 64;
+/// sysexits: input data incorrect.
+const EX_DATAERR: u8 = 65;
 /// sysexits: service unavailable.
 const EX_UNAVAILABLE: u8 = 69;
+/// sysexits: cannot create output.
+const EX_CANTCREAT: u8 = 73;
+/// sysexits: input/output error.
+const EX_IOERR: u8 = 74;
 
-fn init_logging(level: Option<&str>) -> Result<(), String> {
+fn init_logging(level: Option<&str>, format: cli::LogFormat) -> Result<(), String> {
     use tracing_subscriber::EnvFilter;
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.is_empty() => {
@@ -37,12 +43,58 @@ fn init_logging(level: Option<&str>) -> Result<(), String> {
             EnvFilter::try_new(&spec).map_err(|e| format!("invalid --log-level {l:?}: {e}"))?
         }
     };
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        cli::LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        cli::LogFormat::Json => builder.json().with_current_span(false).init(),
+    }
     Ok(())
+}
+
+/// `nexd genkey`.
+fn genkey() -> ExitCode {
+    match keys::generate() {
+        Ok(k) => print_line(&k.to_string()),
+        Err(e) => {
+            eprintln!("nexd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `nexd pubkey`: private key on stdin, public key on stdout.
+fn pubkey() -> ExitCode {
+    use std::io::Read as _;
+    let mut text = String::new();
+    // Two keys' worth is plenty; more is not a key.
+    if let Err(e) = std::io::stdin().take(4096).read_to_string(&mut text) {
+        eprintln!("nexd: cannot read a private key from stdin: {e}");
+        return ExitCode::from(EX_DATAERR);
+    }
+    match keys::parse_private(&text) {
+        Ok(k) => print_line(&keys::public(&k).to_string()),
+        Err(e) => {
+            eprintln!("nexd: {e}");
+            ExitCode::from(EX_DATAERR)
+        }
+    }
+}
+
+/// Prints one line to stdout; a closed stdout is an I/O error, not a panic.
+fn print_line(s: &str) -> ExitCode {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{s}").and_then(|_| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nexd: cannot write to stdout: {e}");
+            ExitCode::from(EX_IOERR)
+        }
+    }
 }
 
 /// Every flow holds a host socket, so the usual soft limit of 1024 descriptors would cap nexd
@@ -68,7 +120,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    if let Err(e) = init_logging(cli.log_level.as_deref()) {
+    if let Err(e) = init_logging(cli.log_level.as_deref(), cli.log_format) {
         eprintln!("nexd: {e}");
         return ExitCode::from(EX_USAGE);
     }
@@ -76,6 +128,28 @@ fn main() -> ExitCode {
         cli::Command::Version => {
             println!("nexd {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
+        }
+        cli::Command::Genkey => genkey(),
+        cli::Command::Pubkey => pubkey(),
+        cli::Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            let mut out = std::io::stdout().lock();
+            match nexd_common::clidoc::completions(cli::Cli::command(), shell, &mut out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("nexd: cannot write to stdout: {e}");
+                    ExitCode::from(EX_IOERR)
+                }
+            }
+        }
+        cli::Command::Man { dir } => {
+            match nexd_common::clidoc::man_pages(nexd_common::usage::command::<cli::Cli>(), &dir) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("nexd: cannot write man pages to {}: {e}", dir.display());
+                    ExitCode::from(EX_CANTCREAT)
+                }
+            }
         }
         cli::Command::Agent => {
             eprintln!("nexd: agent mode is not yet implemented; use 'nexd proxy'");

@@ -25,8 +25,6 @@ pub struct Fatal {
 
 /// sysexits: usage error (bad flag value).
 const EX_USAGE: u8 = 64;
-/// sysexits: cannot open input.
-const EX_NOINPUT: u8 = 66;
 /// sysexits: cannot create output (state directory).
 const EX_CANTCREAT: u8 = 73;
 /// sysexits: configuration error.
@@ -76,23 +74,9 @@ pub fn parse_rules(args: &ProxyArgs) -> Result<Vec<RuleSpec>, Fatal> {
     Ok(out)
 }
 
-/// Reads and parses the configuration file.
+/// Reads and parses the configuration file (`-`: stdin); see [`crate::config_file`].
 pub fn load_config(path: &std::path::Path) -> Result<NetworkConfig, Fatal> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        fatal(
-            EX_NOINPUT,
-            format!("cannot read config {}: {e}", path.display()),
-        )
-    })?;
-    let cfg = NetworkConfig::parse(&text)
-        .map_err(|e| fatal(EX_CONFIG, format!("config {}: {e}", path.display())))?;
-    for (line, key) in &cfg.ignored {
-        warn!(
-            "config {}: line {line}: {key} is for the kernel interface; ignored",
-            path.display()
-        );
-    }
-    Ok(cfg)
+    crate::config_file::load(path)
 }
 
 /// Resolves `host:port` endpoints (names like localhost are allowed).
@@ -271,7 +255,9 @@ pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
     });
     match handle.status().await {
         Ok(st) => {
-            info!(public_key = %st.public_key, %listen_addr, peers = st.peers.len(), rules = st.rules.len(), "nexd proxy running")
+            info!(public_key = %st.public_key, %listen_addr, peers = st.peers.len(), rules = st.rules.len(), "nexd proxy running");
+            crate::config_file::log_deferred_warnings();
+            crate::sd_notify::ready(&cancel);
         }
         Err(e) => return Err(fatal(1, e.to_string())),
     }
@@ -294,6 +280,7 @@ pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
         }),
     };
     info!("shutting down");
+    crate::sd_notify::stopping();
     cancel.cancel();
     if engine_failure.is_none() {
         let _ = tokio::time::timeout(Duration::from_secs(2), task).await;

@@ -336,7 +336,7 @@ fn socket_is_private_single_owner_and_replaces_stale_ones() {
     // Another user cannot connect (nexd runs as nobody; root would bypass permissions).
     if is_root() {
         let (c, _, err) = nexctl_as(Some("daemon"), &p.a.socket, &["nexd", "status"]);
-        assert_eq!(c, 69, "{err}");
+        assert_eq!(c, 77, "EX_NOPERM: {err}");
         assert!(err.to_lowercase().contains("permission denied"), "{err}");
     } else {
         skip(

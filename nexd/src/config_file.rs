@@ -1,0 +1,134 @@
+//! Reading the wg-quick style configuration: from a file or stdin (`--config -`), with the
+//! private key inline or in a `PrivateKeyFile`, warning (as wg-quick does) about a key file,
+//! or a config file holding a PrivateKey or PresharedKey, that group or others may read.
+//!
+//! Parsing stays pure in nexd-common ([`NetworkConfig::parse_with`]); this module does the I/O.
+
+use crate::proxy::Fatal;
+use nexd_common::NetworkConfig;
+use std::io::Read as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use tracing::warn;
+
+/// sysexits: cannot open input.
+const EX_NOINPUT: u8 = 66;
+/// sysexits: configuration error.
+const EX_CONFIG: u8 = 78;
+
+/// The `--config` value that means standard input.
+pub const STDIN: &str = "-";
+
+/// Permission warnings wait until nexd is running: a start that fails must still print
+/// exactly one line, the error.
+static DEFERRED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Reads and parses the configuration at `path`, or stdin when `path` is `-`. A relative
+/// `PrivateKeyFile` is taken relative to the config file's directory (the current directory
+/// for stdin).
+pub fn load(path: &Path) -> Result<NetworkConfig, Fatal> {
+    let from_stdin = path.as_os_str() == STDIN;
+    let name = if from_stdin {
+        "<stdin>".to_string()
+    } else {
+        path.display().to_string()
+    };
+    let text = if from_stdin {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map(|_| s)
+            .map_err(|e| fatal(EX_NOINPUT, format!("cannot read config from stdin: {e}")))?
+    } else {
+        std::fs::read_to_string(path)
+            .map_err(|e| fatal(EX_NOINPUT, format!("cannot read config {name}: {e}")))?
+    };
+    let base = if from_stdin {
+        PathBuf::new()
+    } else {
+        path.parent().map(Path::to_path_buf).unwrap_or_default()
+    };
+    let mut key_file = None;
+    let cfg = NetworkConfig::parse_with(&text, |p| {
+        let full = base.join(p);
+        key_file = Some(full.clone());
+        std::fs::read_to_string(&full).map_err(|e| format!("cannot read {}: {e}", full.display()))
+    })
+    .map_err(|e| fatal(EX_CONFIG, format!("config {name}: {e}")))?;
+    for (line, key) in &cfg.ignored {
+        warn!("config {name}: line {line}: {key} is for the kernel interface; ignored");
+    }
+    // The config needs protecting only if it holds a secret itself.
+    let holds_secret = key_file.is_none() || cfg.peers.iter().any(|p| p.preshared_key.is_some());
+    if !from_stdin && holds_secret {
+        defer_if_accessible(path);
+    }
+    if let Some(k) = key_file {
+        defer_if_accessible(&k);
+    }
+    Ok(cfg)
+}
+
+/// Logs the warnings [`load`] held back; call once nexd is up.
+pub fn log_deferred_warnings() {
+    let pending = match DEFERRED.lock() {
+        Ok(mut v) => std::mem::take(&mut *v),
+        Err(_) => return,
+    };
+    for w in pending {
+        warn!("{w}");
+    }
+}
+
+/// The wg-quick style warning for a file holding a secret key (a private or preshared key)
+/// that group or others may read, if it is one.
+pub fn accessible_warning(path: &Path, mode: u32) -> Option<String> {
+    let who = if mode & 0o007 != 0 {
+        "world"
+    } else if mode & 0o070 != 0 {
+        "group"
+    } else {
+        return None;
+    };
+    Some(format!(
+        "Warning: `{}' is {who} accessible (mode {:04o}); it holds a secret key: chmod 600 it",
+        path.display(),
+        mode & 0o7777
+    ))
+}
+
+fn defer_if_accessible(path: &Path) {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    if let Some(w) = accessible_warning(path, meta.permissions().mode()) {
+        if let Ok(mut v) = DEFERRED.lock() {
+            v.push(w);
+        }
+    }
+}
+
+fn fatal(code: u8, message: String) -> Fatal {
+    Fatal { message, code }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::accessible_warning;
+    use std::path::Path;
+
+    #[test]
+    fn warns_for_group_or_world_access_only() {
+        let p = Path::new("/etc/nexd/nexd.conf");
+        assert_eq!(accessible_warning(p, 0o100600), None);
+        assert_eq!(accessible_warning(p, 0o100400), None);
+        let w = accessible_warning(p, 0o100644).unwrap();
+        assert!(
+            w.contains("`/etc/nexd/nexd.conf' is world accessible"),
+            "{w}"
+        );
+        let w = accessible_warning(p, 0o100640).unwrap();
+        assert!(w.contains("is group accessible"), "{w}");
+    }
+}
