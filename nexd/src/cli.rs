@@ -163,6 +163,11 @@ pub struct ProxyArgs {
     #[arg(long, default_value_t = 10, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_timeout: u64,
 
+    /// On SIGTERM/SIGINT, seconds to let open connections finish (new ones are refused)
+    /// before resetting what is left; a second signal resets at once
+    #[arg(long, default_value_t = 5, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub drain_timeout: u64,
+
     /// Tunnel-side source ports of egress flows, LOW-HIGH. Hidden: tests narrow it so that
     /// the ports wrap after a few hundred connections.
     #[arg(long, hide = true, env = "NEXD_EPHEMERAL_PORTS", default_value = "32768-60999", value_name = "LOW-HIGH", value_parser = parse_port_range)]

@@ -3,6 +3,7 @@
 pub mod api;
 pub mod cli;
 pub mod config_file;
+pub mod drain;
 pub mod engine;
 pub mod keys;
 pub mod page_alloc;

@@ -186,6 +186,7 @@ impl Drop for RemoveOnDrop {
 /// Runs the proxy until SIGINT/SIGTERM.
 pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
     let mut rules = parse_rules(&args)?;
+    let drain_timeout = Duration::from_secs(args.drain_timeout);
     let mut network = load_config(&args.config)?;
     // A user running as, say, nobody with an unwritable HOME still gets a working proxy: the
     // *default* state dir and socket degrade with a warning; paths the user chose are fatal.
@@ -281,6 +282,9 @@ pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
     };
     info!("shutting down");
     crate::sd_notify::stopping();
+    if engine_failure.is_none() {
+        crate::drain::drain(&handle, drain_timeout).await;
+    }
     cancel.cancel();
     if engine_failure.is_none() {
         let _ = tokio::time::timeout(Duration::from_secs(2), task).await;

@@ -300,9 +300,18 @@ impl Drop for Nexd {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             if matches!(c.try_wait(), Ok(None)) {
-                let _ = Command::new("kill")
-                    .args(["-TERM", &c.id().to_string()])
-                    .status();
+                let pid = c.id().to_string();
+                let term = || {
+                    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+                };
+                term();
+                // Open connections would hold the drain (5 s by default): a second signal
+                // resets them at once.
+                if !wait_until(Duration::from_millis(500), || {
+                    matches!(c.try_wait(), Ok(Some(_)))
+                }) {
+                    term();
+                }
                 if !wait_until(Duration::from_secs(3), || {
                     matches!(c.try_wait(), Ok(Some(_)))
                 }) {

@@ -123,7 +123,7 @@ fn allow_peer_admits_listed_peers_resets_others_and_persists() {
 
     // Restart: the runtime allow-lists come back from the state file and still decide.
     p.b.proc()
-        .terminate(Duration::from_secs(5))
+        .terminate(Duration::from_secs(15))
         .expect("nexd exits");
     p.b.start(
         &p.scratch,

@@ -74,7 +74,7 @@ fn rules_added_at_runtime_work_at_once_are_removed_at_once_and_survive_restart()
     tcp_echo_roundtrip(local(e), 4096, 2).unwrap();
 
     // SIGTERM, then restart with the same state dir: the rule is back and works.
-    let status = p.a.proc().terminate(Duration::from_secs(5));
+    let status = p.a.proc().terminate(Duration::from_secs(15));
     assert!(status.is_some_and(|s| s.success()));
     assert!(!p.a.socket.exists(), "socket not removed on shutdown");
     p.a.nexd = None;
@@ -435,7 +435,7 @@ fn a_hundred_parallel_calls_leave_a_consistent_table() {
         assert!(state.contains(r.as_str()), "{r} missing from state file");
     }
     assert_eq!(state.matches("ingress tcp:").count(), 50);
-    let _ = p.a.proc().terminate(Duration::from_secs(5));
+    let _ = p.a.proc().terminate(Duration::from_secs(15));
 }
 
 #[test]

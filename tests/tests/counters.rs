@@ -126,7 +126,7 @@ fn spoofed_sources_and_foreign_destinations_are_dropped_and_counted() {
 
     // Now give A an address B accepts, and aim one rule at an address B does not own.
     p.a.proc()
-        .terminate(Duration::from_secs(5))
+        .terminate(Duration::from_secs(15))
         .expect("nexd exits");
     write_conf(&p.a, &p.b, "100.100.0.1/32", "100.100.0.0/24", "");
     let good = free_port();

@@ -100,6 +100,10 @@ struct Engine {
     /// The tunnel addresses, the only destinations accepted from peers.
     local_ips: Vec<IpAddr>,
     counters: Counters,
+    /// Shutting down: listeners are closed and no rule may be added.
+    draining: bool,
+    /// Host connections of flows reset at shutdown, alive until their reset is done.
+    resetting: Vec<std::sync::Weak<super::host::FlowShared>>,
     cancel: CancellationToken,
 }
 
@@ -248,6 +252,8 @@ fn run_on_own_runtime(
             addresses: cfg.network.addresses.clone(),
             local_ips: cfg.network.addresses.iter().map(|a| a.addr()).collect(),
             counters: Counters::default(),
+            draining: false,
+            resetting: Vec::new(),
             cancel,
         };
         // A task of its own, so a panic comes back as a JoinError naming it.
@@ -1096,10 +1102,68 @@ impl Engine {
             Command::Status(reply) => {
                 let _ = reply.send(Ok(self.status()));
             }
+            Command::StopAccepting(reply) => {
+                self.stop_accepting();
+                let _ = reply.send(Ok(self.tcp_flows.len()));
+            }
+            Command::DrainProgress(reply) => {
+                self.resetting.retain(|w| w.strong_count() > 0);
+                let _ = reply.send(Ok((self.tcp_flows.len(), self.resetting.len())));
+            }
+            Command::ResetAll(reply) => {
+                let n = self.reset_all();
+                let _ = reply.send(Ok(n));
+            }
         }
     }
 
+    /// Shutdown: closes every listener (new connections are refused, from the host and from
+    /// peers) and ends the UDP flows, which have no end of their own to wait for. TCP flows
+    /// go on.
+    fn stop_accepting(&mut self) {
+        self.draining = true;
+        for (key, service) in std::mem::take(&mut self.rules.services) {
+            match service.listener {
+                Listener::EgressTcp(t) | Listener::EgressUdp(t) => t.iter().for_each(|t| t.abort()),
+                Listener::IngressTcp(handles) => {
+                    self.stack.ports.unreserve(key.2);
+                    for h in handles {
+                        self.stack.sockets.remove(h);
+                    }
+                }
+                Listener::IngressUdp(h) => {
+                    self.stack.ports.unreserve(key.2);
+                    self.stack.sockets.remove(h);
+                }
+            }
+        }
+        let egress: Vec<FlowId> = self.egress_udp.keys().copied().collect();
+        egress.into_iter().for_each(|id| self.close_egress_udp(id));
+        let ingress: Vec<FlowId> = self.ingress_udp.keys().copied().collect();
+        ingress
+            .into_iter()
+            .for_each(|id| self.close_ingress_udp(id));
+    }
+
+    /// Shutdown: resets every TCP flow, RST to the peer and to the host client, so an
+    /// unfinished stream never looks complete; sends the RSTs before returning.
+    fn reset_all(&mut self) -> usize {
+        let ids: Vec<FlowId> = self.tcp_flows.keys().copied().collect();
+        for &id in &ids {
+            if let Some(f) = self.tcp_flows.get_mut(&id) {
+                f.abort();
+                self.resetting.push(f.host_liveness());
+                mark_dirty(&mut self.dirty, id, f);
+            }
+        }
+        self.pump();
+        ids.len()
+    }
+
     fn add_rule(&mut self, spec: RuleSpec) -> Result<(), EngineError> {
+        if self.draining {
+            return Err(EngineError::Stopped);
+        }
         let rule = spec.rule;
         if self.rules.contains(&rule) {
             return Err(EngineError::DuplicateRule(rule));

@@ -63,6 +63,8 @@ pub struct FlowShared {
     pub blocked: AtomicBool,
     /// The remote side finished cleanly: shut down the host write side instead of resetting.
     pub graceful: AtomicBool,
+    /// Reset the host connection now, even while a write waits on a slow reader (shutdown).
+    pub reset: tokio::sync::Notify,
 }
 
 fn dual_stack_socket(port: u16, ty: Type, proto: SockProto) -> std::io::Result<Socket> {
@@ -331,8 +333,24 @@ pub fn spawn_tcp_io(
     });
     let reader_abort = reader.abort_handle();
     tokio::spawn(async move {
-        while let Some(chunk) = from_engine.recv().await {
-            if wr.write_all(&chunk).await.is_err() {
+        // Ends with whether to reset (true) or to shut down the write side cleanly.
+        let reset = loop {
+            let chunk = tokio::select! {
+                biased;
+                _ = shared.reset.notified() => break true,
+                c = from_engine.recv() => match c {
+                    Some(c) => c,
+                    // The engine dropped its sender: either the remote side finished (FIN)
+                    // or the flow was reset.
+                    None => break !shared.graceful.load(Ordering::SeqCst),
+                },
+            };
+            let written = tokio::select! {
+                biased;
+                _ = shared.reset.notified() => break true,
+                r = wr.write_all(&chunk) => r,
+            };
+            if written.is_err() {
                 let _ = events.send(Event::HostReset { flow }).await;
                 reader_abort.abort();
                 return;
@@ -342,17 +360,15 @@ pub fn spawn_tcp_io(
             {
                 return;
             }
-        }
-        // The engine dropped its sender: either the remote side finished (FIN) or the flow
-        // was reset.
-        if shared.graceful.load(Ordering::SeqCst) {
-            let _ = wr.shutdown().await;
-        } else {
+        };
+        if reset {
             // SO_LINGER 0 turns the close into a RST, as a reset deserves.
             let _ = SockRef::from(wr.as_ref()).set_linger(Some(Duration::ZERO));
             reader_abort.abort();
             // Dropping the half normally would send FIN first; forget it so close() resets.
             wr.forget();
+        } else {
+            let _ = wr.shutdown().await;
         }
     });
 }

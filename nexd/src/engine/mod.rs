@@ -192,6 +192,13 @@ pub enum Command {
     RemovePeer(Key, Reply<()>),
     /// Status snapshot.
     Status(Reply<EngineStatus>),
+    /// Shutdown, first step: stop accepting (every listener closes, UDP flows end); replies
+    /// with the TCP flows still open, which go on.
+    StopAccepting(Reply<usize>),
+    /// Shutdown: (TCP flows open, host connections still being reset).
+    DrainProgress(Reply<(usize, usize)>),
+    /// Shutdown, last step: reset every open TCP flow both ways; replies with how many.
+    ResetAll(Reply<usize>),
 }
 
 /// The control plane's handle on a running engine.
@@ -239,5 +246,20 @@ impl EngineHandle {
     /// A status snapshot.
     pub async fn status(&self) -> Result<EngineStatus, EngineError> {
         self.call(Command::Status).await
+    }
+
+    /// Stops accepting new flows (shutdown); returns the TCP flows still open.
+    pub async fn stop_accepting(&self) -> Result<usize, EngineError> {
+        self.call(Command::StopAccepting).await
+    }
+
+    /// (TCP flows open, host connections still being reset).
+    pub async fn drain_progress(&self) -> Result<(usize, usize), EngineError> {
+        self.call(Command::DrainProgress).await
+    }
+
+    /// Resets every open TCP flow, to the peer and to the host; returns how many.
+    pub async fn reset_all(&self) -> Result<usize, EngineError> {
+        self.call(Command::ResetAll).await
     }
 }

@@ -138,6 +138,11 @@ impl TcpFlow {
         (rx, self.credits.clone(), self.shared.clone())
     }
 
+    /// Alive while this flow or its host tasks still hold the host connection.
+    pub fn host_liveness(&self) -> std::sync::Weak<FlowShared> {
+        Arc::downgrade(&self.shared)
+    }
+
     /// Bytes from the host.
     pub fn host_data(&mut self, data: Bytes) {
         self.pending.push_back(data);
@@ -166,9 +171,12 @@ impl TcpFlow {
             .set_buffer_growth(allowed);
     }
 
-    /// Aborts: RST to the tunnel side, reset to the host side.
+    /// Aborts: RST to the tunnel side, reset to the host side (at once, even while the host
+    /// writer waits on a slow reader).
     pub fn abort(&mut self) {
         self.set.get_mut::<Socket>(self.handle).abort();
+        self.shared.graceful.store(false, Ordering::SeqCst);
+        self.shared.reset.notify_one();
         self.to_host = None;
         self.pending.clear();
         self.credits.close();
