@@ -151,6 +151,20 @@ pub fn status(out: Output, s: &api::GetStatusResponse) {
                 };
                 println!("{title:<12} {line}");
             }
+            for r in &s.rule_counters {
+                let Some(rule) = &r.rule else { continue };
+                println!(
+                    "rule:        {} {}  active={} total={} to_tunnel={} to_host={} refused_not_allowed={} refused_rule_limit={}",
+                    direction_name(rule.direction),
+                    rule.rule,
+                    r.active_flows,
+                    r.flows_total,
+                    human_bytes(r.bytes_to_tunnel),
+                    human_bytes(r.bytes_to_host),
+                    r.refused_not_allowed,
+                    r.refused_rule_limit
+                );
+            }
         }
         Output::Json => {
             let counters: serde_json::Map<String, serde_json::Value> = s
@@ -181,6 +195,16 @@ pub fn status(out: Output, s: &api::GetStatusResponse) {
                     "udp_flows": s.udp_flows,
                     "counters": counters,
                     "counter_groups": groups,
+                    "rules": s.rule_counters.iter().filter_map(|r| r.rule.as_ref().map(|rule| json!({
+                        "direction": direction_name(rule.direction),
+                        "rule": rule.rule,
+                        "active_flows": r.active_flows,
+                        "flows_total": r.flows_total,
+                        "bytes_to_tunnel": r.bytes_to_tunnel,
+                        "bytes_to_host": r.bytes_to_host,
+                        "refused_not_allowed": r.refused_not_allowed,
+                        "refused_rule_limit": r.refused_rule_limit,
+                    }))).collect::<Vec<_>>(),
                     "version": s.version,
                 })
             );

@@ -163,6 +163,10 @@ pub struct ProxyArgs {
     #[arg(long, default_value_t = 10, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_timeout: u64,
 
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics and a health check at /healthz
+    #[arg(long, env = "NEXD_METRICS_LISTEN", value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
     /// On SIGTERM/SIGINT, seconds to let open connections finish (new ones are refused)
     /// before resetting what is left; a second signal resets at once
     #[arg(long, default_value_t = 5, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(0..=3600))]

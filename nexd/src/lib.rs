@@ -6,6 +6,7 @@ pub mod config_file;
 pub mod drain;
 pub mod engine;
 pub mod keys;
+pub mod metrics;
 pub mod page_alloc;
 pub mod proxy;
 pub mod reload;

@@ -244,6 +244,20 @@ pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
             return Err(fatal(1, e.to_string()));
         }
     }
+    if let Some(addr) = args.metrics_listen {
+        let l = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                cancel.cancel();
+                return Err(fatal(
+                    1,
+                    format!("--metrics-listen {addr}: cannot listen: {e}"),
+                ));
+            }
+        };
+        info!(%addr, "metrics at /metrics, health at /healthz");
+        tokio::spawn(crate::metrics::serve(l, handle.clone(), cancel.clone()));
+    }
     let runtime = std::sync::Arc::new(tokio::sync::Mutex::new(RuntimeState { store, state }));
     let api_task = listener.map(|listener| {
         let service = ApiService::new(handle.clone(), runtime.clone(), reloader.clone());

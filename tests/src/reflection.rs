@@ -49,3 +49,33 @@ pub fn list_services(socket: &Path) -> Result<Vec<String>, String> {
         }
     })
 }
+
+/// `grpc.health.v1.Health/Check` of `service` ("" = the server): the serving status number
+/// (1 = SERVING).
+pub fn health_check(socket: &Path, service: &str) -> Result<i32, String> {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let socket = socket.to_path_buf();
+    rt.block_on(async move {
+        let channel = Endpoint::from_static("http://nexd.sock")
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let s = socket.clone();
+                async move {
+                    Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(s).await?))
+                }
+            }))
+            .await
+            .map_err(|e| e.to_string())?;
+        let r = HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: service.to_string(),
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(r.into_inner().status)
+    })
+}

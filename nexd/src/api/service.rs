@@ -223,6 +223,19 @@ impl Nexd for ApiService {
                 })
                 .collect(),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            rule_counters: st
+                .rule_stats
+                .iter()
+                .map(|r| api::RuleCounters {
+                    rule: Some(r.rule.into()),
+                    active_flows: r.active as u64,
+                    flows_total: r.counters.flows_total,
+                    bytes_to_tunnel: r.counters.bytes_to_tunnel,
+                    bytes_to_host: r.counters.bytes_to_host,
+                    refused_not_allowed: r.counters.refused_not_allowed,
+                    refused_rule_limit: r.counters.refused_rule_limit,
+                })
+                .collect(),
         }))
     }
 
@@ -242,6 +255,7 @@ impl Nexd for ApiService {
                 rx_bytes: p.rx_bytes,
                 tx_bytes: p.tx_bytes,
                 persistent_keepalive: p.persistent_keepalive.unwrap_or(0) as u32,
+                handshakes: p.handshakes,
             })
             .collect();
         peers.sort_by(|a, b| a.public_key.cmp(&b.public_key));

@@ -89,7 +89,13 @@ pub async fn serve(
         .build_v1alpha()
         .map_err(|e| format!("reflection: {e}"))?;
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    // grpc.health.v1: SERVING for the server ("") and for nexd.v1.Nexd while the API runs.
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<NexdServer<ApiService>>()
+        .await;
     let result = tonic::transport::Server::builder()
+        .add_service(health)
         .add_service(NexdServer::new(service))
         .add_service(reflection)
         .add_service(reflection_alpha)

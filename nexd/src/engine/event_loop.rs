@@ -660,6 +660,7 @@ impl Engine {
                     }
                 }
                 if let Some(o) = &flow.origin {
+                    self.rules.add_bytes(o, flow.moved);
                     self.rules.flow_closed(o);
                 }
                 if let Some((addr, port)) = flow.local {
@@ -1299,6 +1300,11 @@ impl Engine {
             listen_addr: self.listen_addr,
             addresses: self.addresses.clone(),
             rules: self.rules.list(),
+            rule_stats: self.rules.stats(
+                self.tcp_flows
+                    .values()
+                    .filter_map(|f| f.origin.as_ref().map(|o| (o, f.moved))),
+            ),
             peers: self
                 .wg
                 .peers()
@@ -1308,7 +1314,8 @@ impl Engine {
                         public_key: p.public_key,
                         endpoint: p.endpoint,
                         allowed_ips: p.allowed_ips.clone(),
-                        since_handshake: p.since_handshake(),
+                        since_handshake: p.handshake_age(),
+                        handshakes: p.handshakes,
                         tx_bytes: tx as u64,
                         rx_bytes: rx as u64,
                         persistent_keepalive: p.persistent_keepalive,

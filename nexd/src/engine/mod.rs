@@ -11,7 +11,7 @@ pub mod fuzzing;
 mod host;
 mod memory;
 pub mod ports;
-mod rules;
+pub mod rules;
 pub mod stack;
 mod syn_guard;
 mod tcp;
@@ -147,8 +147,10 @@ pub struct PeerStatus {
     pub endpoint: Option<SocketAddr>,
     /// AllowedIPs.
     pub allowed_ips: Vec<ipnet::IpNet>,
-    /// Time since the last handshake.
+    /// Time since the latest handshake (kept after its session expires).
     pub since_handshake: Option<Duration>,
+    /// Handshakes completed.
+    pub handshakes: u64,
     /// Bytes sent to the peer.
     pub tx_bytes: u64,
     /// Bytes received from the peer.
@@ -168,6 +170,8 @@ pub struct EngineStatus {
     pub addresses: Vec<ipnet::IpNet>,
     /// Active rules.
     pub rules: Vec<RuleSpec>,
+    /// Active rules' flow counts and counters.
+    pub rule_stats: Vec<rules::RuleStats>,
     /// Peers.
     pub peers: Vec<PeerStatus>,
     /// Open TCP flows.

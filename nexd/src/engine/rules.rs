@@ -29,6 +29,35 @@ pub struct RuleEntry {
     pub allowed_peers: Vec<AllowPeer>,
     /// Flows opened through it and not yet closed.
     pub flows: usize,
+    /// What it has done so far.
+    pub counters: RuleCounters,
+}
+
+/// One rule's counters (status and metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RuleCounters {
+    /// Flows opened through the rule.
+    pub flows_total: u64,
+    /// New flows refused because no rule's allow-list admitted the peer (counted on the
+    /// rule whose turn it was).
+    pub refused_not_allowed: u64,
+    /// New flows refused because the rule was at its flow limit.
+    pub refused_rule_limit: u64,
+    /// TCP bytes from the host side into the tunnel, of closed flows.
+    pub bytes_to_tunnel: u64,
+    /// TCP bytes from the tunnel to the host side, of closed flows.
+    pub bytes_to_host: u64,
+}
+
+/// A rule with its live flow count and counters.
+#[derive(Debug, Clone)]
+pub struct RuleStats {
+    /// The rule.
+    pub rule: ProxyRule,
+    /// Flows open now.
+    pub active: usize,
+    /// Counters (bytes include the open flows').
+    pub counters: RuleCounters,
 }
 
 /// Rules sharing a listener.
@@ -86,8 +115,15 @@ impl Service {
                 continue;
             }
             e.flows += 1;
+            e.counters.flows_total += 1;
             self.next = idx.wrapping_add(1);
             return Ok(e.rule.destination);
+        }
+        if let Some(e) = self.rules.get_mut(self.next % n.max(1)) {
+            match refusal {
+                Refusal::NotAllowed => e.counters.refused_not_allowed += 1,
+                Refusal::RuleLimit => e.counters.refused_rule_limit += 1,
+            }
         }
         Err(refusal)
     }
@@ -163,6 +199,55 @@ impl RuleTable {
         }
     }
 
+    /// Adds a closed TCP flow's bytes (host → tunnel, tunnel → host) to its rule.
+    pub fn add_bytes(&mut self, origin: &FlowOrigin, moved: (u64, u64)) {
+        if let Some(e) = self.entry_mut(origin) {
+            e.counters.bytes_to_tunnel += moved.0;
+            e.counters.bytes_to_host += moved.1;
+        }
+    }
+
+    fn entry_mut(&mut self, origin: &FlowOrigin) -> Option<&mut RuleEntry> {
+        self.services.get_mut(&origin.key).and_then(|s| {
+            s.rules
+                .iter_mut()
+                .find(|e| e.rule.destination == origin.destination)
+        })
+    }
+
+    /// Every active rule with its counters; `live` gives the open TCP flows' bytes.
+    pub fn stats<'a>(
+        &self,
+        live: impl Iterator<Item = (&'a FlowOrigin, (u64, u64))>,
+    ) -> Vec<RuleStats> {
+        let mut out: Vec<(ServiceKey, RuleStats)> = Vec::new();
+        for (&key, s) in &self.services {
+            for e in &s.rules {
+                out.push((
+                    key,
+                    RuleStats {
+                        rule: ProxyRule {
+                            direction: key.0,
+                            rule: e.rule,
+                        },
+                        active: e.flows,
+                        counters: e.counters,
+                    },
+                ));
+            }
+        }
+        for (origin, (up, down)) in live {
+            if let Some((_, st)) = out
+                .iter_mut()
+                .find(|(k, st)| *k == origin.key && st.rule.rule.destination == origin.destination)
+            {
+                st.counters.bytes_to_tunnel += up;
+                st.counters.bytes_to_host += down;
+            }
+        }
+        out.into_iter().map(|(_, st)| st).collect()
+    }
+
     /// Every active rule, sorted.
     pub fn list(&self) -> Vec<RuleSpec> {
         self.services
@@ -185,6 +270,7 @@ fn entry(r: &RuleSpec) -> RuleEntry {
         rule: r.rule.rule,
         allowed_peers: r.allowed_peers.clone(),
         flows: 0,
+        counters: RuleCounters::default(),
     }
 }
 

@@ -35,6 +35,8 @@ pub struct TcpFlow {
     pub dest: SocketAddr,
     /// The rule it was opened through, whose flow slot it holds.
     pub origin: Option<super::rules::FlowOrigin>,
+    /// Bytes moved host → tunnel and tunnel → host (per-rule counters).
+    pub moved: (u64, u64),
     /// Ingress only: the connection's 4-tuple, guarded against duplicate SYNs while it lives.
     pub ingress_tuple: Option<super::syn_guard::Tuple>,
     /// Buffer bytes (both directions) the socket has grown by beyond its first buffers, as
@@ -92,6 +94,7 @@ impl TcpFlow {
             local,
             dest,
             origin: None,
+            moved: (0, 0),
             ingress_tuple: None,
             grown: 0,
             initial_buffers: rx + tx,
@@ -260,6 +263,7 @@ impl TcpFlow {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     progress = true;
+                    self.moved.0 += n as u64;
                     front.advance(n);
                     if front.is_empty() {
                         self.pending.pop_front();
@@ -300,6 +304,7 @@ impl TcpFlow {
                 match chunk {
                     Ok(c) if !c.is_empty() => {
                         progress = true;
+                        self.moved.1 += c.len() as u64;
                         permit.send(c);
                     }
                     _ => break,

@@ -52,12 +52,22 @@ pub struct Peer {
     /// Keepalive interval, if any.
     pub persistent_keepalive: Option<u16>,
     last_handshake: Option<Duration>,
+    /// When the latest handshake completed; kept after the session expires.
+    last_handshake_at: Option<std::time::Instant>,
+    /// Handshakes completed.
+    pub handshakes: u64,
 }
 
 impl Peer {
     /// Time since the last completed handshake, if any.
     pub fn since_handshake(&self) -> Option<Duration> {
         self.tunn.time_since_last_handshake()
+    }
+
+    /// Time since the latest completed handshake, also after its session expired.
+    pub fn handshake_age(&self) -> Option<Duration> {
+        self.since_handshake()
+            .or_else(|| self.last_handshake_at.map(|t| t.elapsed()))
     }
 
     /// Bytes (sent, received) through this peer's tunnel.
@@ -167,6 +177,8 @@ impl WgDevice {
                 allowed_ips: cfg.allowed_ips.clone(),
                 persistent_keepalive: cfg.persistent_keepalive,
                 last_handshake: None,
+                last_handshake_at: None,
+                handshakes: 0,
             },
         );
         self.by_key.insert(cfg.public_key.0, index);
@@ -430,8 +442,10 @@ impl WgDevice {
             let since = peer.tunn.time_since_last_handshake();
             if let Some(s) = since {
                 if peer.last_handshake.is_none_or(|prev| s < prev) {
+                    peer.handshakes += 1;
                     tracing::info!(peer = %peer.public_key, endpoint = ?peer.endpoint, "handshake completed");
                 }
+                peer.last_handshake_at = std::time::Instant::now().checked_sub(s);
             }
             peer.last_handshake = since;
         }
