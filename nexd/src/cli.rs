@@ -123,7 +123,7 @@ pub struct ProxyArgs {
 
     /// Only these peers may use the --ingress rules given here: a base64 public key, a tunnel
     /// IP address or a CIDR (repeatable; default: every peer). Others get a reset
-    #[arg(long = "allow-peer", value_name = "PEER")]
+    #[arg(long = "allow-peer", value_name = "PEER", value_delimiter = ',')]
     pub allow_peer: Vec<String>,
 
     /// Open flows (TCP and UDP, all rules) beyond which new ones are refused

@@ -198,10 +198,24 @@ pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
         }
         Err(e) => return Err(fatal(EX_CANTCREAT, e.to_string())),
     };
-    let state = match &store {
+    let mut state = match &store {
         Some(s) => s.load().map_err(|e| fatal(EX_CONFIG, e.to_string()))?,
         None => State::default(),
     };
+    let interface = crate::keys::public(&network.private_key).to_string();
+    match (&state.interface, &store) {
+        (Some(k), Some(s)) if *k != interface => {
+            return Err(fatal(
+                EX_CONFIG,
+                format!(
+                    "state file {} belongs to interface {k}, not to this config's interface \
+                     {interface}: give this instance its own --state-dir",
+                    s.path().display()
+                ),
+            ))
+        }
+        _ => state.interface = Some(interface),
+    }
     let reloader = std::sync::Arc::new(crate::reload::Reloader::new(&args.config, network.clone()));
     merge_state(&state, &mut network, &mut rules)?;
     let endpoints = resolve_endpoints(&network)?;

@@ -39,6 +39,10 @@ pub struct State {
     /// Format version.
     #[serde(default = "version_one")]
     pub version: u32,
+    /// Public key of the interface this state belongs to (base64); absent in files written
+    /// before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
     /// Rules added at runtime, as `direction rule` lines.
     #[serde(default)]
     pub rules: Vec<String>,
@@ -61,6 +65,7 @@ impl Default for State {
     fn default() -> Self {
         State {
             version: version_one(),
+            interface: None,
             rules: Vec::new(),
             added_peers: Vec::new(),
             removed_peers: Vec::new(),

@@ -60,8 +60,9 @@ fn allow_peer_admits_listed_peers_resets_others_and_persists() {
         &[
             "--ingress".into(),
             open.clone(),
+            // A comma-separated list, as nexctl takes it too.
             "--allow-peer".into(),
-            a_key.clone(),
+            format!("100.100.0.9,{a_key}"),
         ],
     );
     p.a.start(&p.scratch, &[]);

@@ -470,3 +470,40 @@ fn reflection_lists_the_service() {
     let services = nexd_e2e::reflection::list_services(&p.a.socket).unwrap();
     assert!(services.iter().any(|s| s == "nexd.v1.Nexd"), "{services:?}");
 }
+
+#[test]
+fn a_state_file_of_another_interface_is_refused_naming_both_keys() {
+    let mut p = echo_pair();
+    let e = free_port();
+    ok(p.a.nexctl(&[
+        "nexd",
+        "proxy",
+        "add",
+        "--egress",
+        &format!("tcp:{e}:100.100.0.2:7000"),
+    ]));
+    assert!(p
+        .a
+        .proc()
+        .terminate(Duration::from_secs(15))
+        .is_some_and(|s| s.success()));
+    // B's config with A's state dir: A's runtime rule must not be restored into B.
+    let state = p.a.state_dir.display().to_string();
+    let conf = p.b.conf.display().to_string();
+    let sock = p.scratch.path().join("other.sock").display().to_string();
+    let (code, err) = run_to_exit(
+        &[
+            "--state-dir",
+            &state,
+            "--unix-socket",
+            &sock,
+            "proxy",
+            "--config",
+            &conf,
+        ],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, Some(78), "{err}");
+    assert!(err.contains(&p.a.keys.public) && err.contains(&p.b.keys.public), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
