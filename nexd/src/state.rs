@@ -207,6 +207,7 @@ mod tests {
         assert_eq!(store.load().unwrap(), State::default());
         let s = State {
             version: 1,
+            interface: Some("yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=".into()),
             rules: vec!["egress tcp:5432:100.100.0.2:5432".into()],
             added_peers: vec![],
             removed_peers: vec![],
