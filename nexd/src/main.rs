@@ -31,7 +31,13 @@ fn init_logging(level: Option<&str>, format: cli::LogFormat) -> Result<(), Strin
             let spec = if l.contains('=') || l.contains(',') {
                 l.to_string()
             } else {
-                format!("warn,nexd={l}")
+                // boringtun logs session expiry of idle peers at ERROR and names no peer;
+                // nexd logs WireGuard events itself, with the peer's key, at sane levels.
+                let bt = match l.to_ascii_lowercase().as_str() {
+                    "debug" | "trace" => l,
+                    _ => "off",
+                };
+                format!("warn,boringtun={bt},nexd={l}")
             };
             let valid = ["error", "warn", "info", "debug", "trace", "off"];
             if !l.contains('=') && !valid.contains(&l.to_ascii_lowercase().as_str()) {

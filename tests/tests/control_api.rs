@@ -504,6 +504,9 @@ fn a_state_file_of_another_interface_is_refused_naming_both_keys() {
         Duration::from_secs(10),
     );
     assert_eq!(code, Some(78), "{err}");
-    assert!(err.contains(&p.a.keys.public) && err.contains(&p.b.keys.public), "{err}");
+    assert!(
+        err.contains(&p.a.keys.public) && err.contains(&p.b.keys.public),
+        "{err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }

@@ -47,7 +47,11 @@ fn metrics_health_and_per_rule_counters_follow_real_traffic() {
     let m = free_port();
     let mut p = Pair::new(true);
     let metrics = format!("127.0.0.1:{m}");
-    let e = p.start_tcp_path(echo, &[], &["--metrics-listen", &metrics]);
+    let e = p.start_tcp_path(
+        echo,
+        &["--log-level", "debug"],
+        &["--metrics-listen", &metrics],
+    );
     let (code, body) = get(m, "/healthz");
     assert_eq!((code, body.as_str()), (200, "ok\n"));
 
@@ -145,5 +149,23 @@ fn metrics_health_and_per_rule_counters_follow_real_traffic() {
         nexd_e2e::reflection::health_check(&socket, "nexd.v1.Nexd"),
         Ok(1)
     );
-    let _ = p.a.proc();
+
+    // B's one summary line per flow at debug: rule, peer, bytes each way, how it ended.
+    let want = format!("rule=\"ingress tcp:7000:127.0.0.1:{echo}\"");
+    let short = &p.a.keys.public[..8];
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let log = p.b.log();
+            log.lines().any(|l| {
+                l.contains("tcp flow closed")
+                    && l.contains(&want)
+                    && l.contains(short)
+                    && l.contains("tunnel_to_host=262144")
+                    && l.contains("host_to_tunnel=262144")
+                    && l.contains("end=\"closed\"")
+            })
+        }),
+        "{}",
+        p.b.log()
+    );
 }

@@ -669,7 +669,21 @@ impl Engine {
                         .ports
                         .release_tcp(addr, port, flow.dest, self.stack.now());
                 }
-                debug!(flow = id, dest = %flow.dest, state = %flow.describe(), "tcp flow closed");
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    let rule = flow.origin.as_ref().and_then(|o| self.rules.rule_of(o));
+                    let (remote, rport, _, _) = flow.tuple;
+                    debug!(
+                        flow = id,
+                        rule = rule.as_deref().unwrap_or("(removed)"),
+                        tunnel_peer = %SocketAddr::new(remote, rport),
+                        peer = %self.wg.owner(remote).map(crate::reload::short_key).unwrap_or_default(),
+                        host_to_tunnel = flow.moved.0,
+                        tunnel_to_host = flow.moved.1,
+                        duration_ms = flow.started.elapsed().as_millis() as u64,
+                        end = flow.end_reason(),
+                        "tcp flow closed"
+                    );
+                }
             }
         }
         progress

@@ -215,6 +215,16 @@ impl RuleTable {
         })
     }
 
+    /// The rule a flow was opened through, as `direction rule`, if it is still active.
+    pub fn rule_of(&self, origin: &FlowOrigin) -> Option<String> {
+        let s = self.services.get(&origin.key)?;
+        let e = s
+            .rules
+            .iter()
+            .find(|e| e.rule.destination == origin.destination)?;
+        Some(format!("{} {}", origin.key.0, e.rule))
+    }
+
     /// Every active rule with its counters; `live` gives the open TCP flows' bytes.
     pub fn stats<'a>(
         &self,

@@ -37,6 +37,8 @@ pub struct TcpFlow {
     pub origin: Option<super::rules::FlowOrigin>,
     /// Bytes moved host → tunnel and tunnel → host (per-rule counters).
     pub moved: (u64, u64),
+    /// When the flow began (for its summary line).
+    pub started: std::time::Instant,
     /// Ingress only: the connection's 4-tuple, guarded against duplicate SYNs while it lives.
     pub ingress_tuple: Option<super::syn_guard::Tuple>,
     /// Buffer bytes (both directions) the socket has grown by beyond its first buffers, as
@@ -95,6 +97,7 @@ impl TcpFlow {
             dest,
             origin: None,
             moved: (0, 0),
+            started: std::time::Instant::now(),
             ingress_tuple: None,
             grown: 0,
             initial_buffers: rx + tx,
@@ -126,6 +129,17 @@ impl TcpFlow {
             self.dial_when_established = false;
         }
         now
+    }
+
+    /// How the flow ended, for its summary line.
+    pub fn end_reason(&self) -> &'static str {
+        match (self.established, self.remote_fin, self.fin_sent) {
+            (false, _, _) => "never established",
+            (true, true, true) => "closed",
+            (true, true, false) => "closed by the tunnel side",
+            (true, false, true) => "closed by the host side, then reset",
+            (true, false, false) => "reset",
+        }
     }
 
     /// Whether the connection ever got past the handshake.
