@@ -133,6 +133,24 @@ pub enum PeersCommand {
         #[arg(long, value_name = "F")]
         preshared_key_file: Option<PathBuf>,
     },
+    /// Change a peer in place (options left out stay as they are)
+    Set {
+        /// Base64 public key
+        #[arg(long, value_name = "KEY")]
+        public_key: String,
+        /// Comma-separated CIDRs, replacing the current ones
+        #[arg(long, value_name = "CIDR[,CIDR]", value_delimiter = ',')]
+        allowed_ips: Vec<String>,
+        /// host:port or [v6]:port
+        #[arg(long, value_name = "HOST:PORT")]
+        endpoint: Option<String>,
+        /// Keepalive interval in seconds (0: off)
+        #[arg(long, value_name = "S")]
+        persistent_keepalive: Option<u16>,
+        /// File holding a base64 preshared key (an empty file removes it)
+        #[arg(long, value_name = "F")]
+        preshared_key_file: Option<PathBuf>,
+    },
     /// Remove a peer
     Remove {
         /// Base64 public key

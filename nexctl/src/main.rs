@@ -127,22 +127,28 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 } => Some(RuleSpec::from(rule_arg(a)?)),
                 _ => None,
             };
-            let psk = match &command {
+            let psk_file = match &command {
                 NexdCommand::Peers {
                     command:
                         PeersCommand::Add {
                             preshared_key_file: Some(f),
                             ..
+                        }
+                        | PeersCommand::Set {
+                            preshared_key_file: Some(f),
+                            ..
                         },
-                } => std::fs::read_to_string(f)
-                    .map(|s| s.trim().to_string())
-                    .map_err(|e| {
-                        Failure::new(
-                            EX_DATAERR,
-                            format!("cannot read preshared key file {}: {e}", f.display()),
-                        )
-                    })?,
-                _ => String::new(),
+                } => Some(
+                    std::fs::read_to_string(f)
+                        .map(|s| s.trim().to_string())
+                        .map_err(|e| {
+                            Failure::new(
+                                EX_DATAERR,
+                                format!("cannot read preshared key file {}: {e}", f.display()),
+                            )
+                        })?,
+                ),
+                _ => None,
             };
             let mut c = client::connect(&socket).await?;
             match command {
@@ -207,11 +213,29 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                             allowed_ips,
                             endpoint: endpoint.unwrap_or_default(),
                             persistent_keepalive: persistent_keepalive.unwrap_or(0) as u32,
-                            preshared_key: psk,
+                            preshared_key: psk_file.unwrap_or_default(),
                         })
                         .await
                         .map_err(client::failure)?;
                         output::peer_done(out, "added", &public_key);
+                    }
+                    PeersCommand::Set {
+                        public_key,
+                        allowed_ips,
+                        endpoint,
+                        persistent_keepalive,
+                        ..
+                    } => {
+                        c.set_peer(api::SetPeerRequest {
+                            public_key: public_key.clone(),
+                            allowed_ips,
+                            endpoint,
+                            persistent_keepalive: persistent_keepalive.map(u32::from),
+                            preshared_key: psk_file,
+                        })
+                        .await
+                        .map_err(client::failure)?;
+                        output::peer_done(out, "updated", &public_key);
                     }
                     PeersCommand::Remove { public_key } => {
                         c.remove_peer(api::RemovePeerRequest {

@@ -85,12 +85,12 @@ impl Reloader {
                 Some(_) => {
                     // Replace: remove may fail only if the peer is already gone.
                     let _ = engine.remove_peer(peer.public_key).await;
-                    match engine.add_peer(peer.clone(), endpoint).await {
+                    match engine.add_peer(peer.clone(), endpoint, false).await {
                         Ok(()) => report.changed += 1,
                         Err(e) => report.warnings.push(format!("peer {short}: {e}")),
                     }
                 }
-                None => match engine.add_peer(peer.clone(), endpoint).await {
+                None => match engine.add_peer(peer.clone(), endpoint, false).await {
                     Ok(()) => report.added += 1,
                     Err(e) => report.warnings.push(format!("peer {short}: {e}")),
                 },

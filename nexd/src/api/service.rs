@@ -1,5 +1,6 @@
 //! The `nexd.v1.Nexd` service: turns requests into engine commands and persists changes.
 
+use crate::engine::wg::PeerUpdate;
 use crate::engine::{EngineError, EngineHandle};
 use crate::reload::Reloader;
 use crate::state::{SavedPeer, State, StateStore};
@@ -93,6 +94,70 @@ pub async fn resolve(endpoint: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("cannot resolve endpoint {endpoint:?}"))
 }
 
+/// Parses AllowedIPs: CIDRs or bare addresses.
+fn parse_allowed_ips(list: &[String]) -> Result<Vec<ipnet::IpNet>, Status> {
+    list.iter()
+        .map(|s| {
+            s.trim()
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| s.trim().parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    Status::invalid_argument(format!(
+                        "invalid allowed IP {s:?}: not an IP address or CIDR"
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// The state file's form of a peer's settings.
+fn saved_peer(cfg: &PeerConfig) -> SavedPeer {
+    SavedPeer {
+        public_key: cfg.public_key.to_string(),
+        allowed_ips: cfg.allowed_ips.iter().map(|n| n.to_string()).collect(),
+        endpoint: cfg.endpoint.clone(),
+        persistent_keepalive: cfg.persistent_keepalive,
+        preshared_key: cfg.preshared_key.map(|k| k.to_string()),
+    }
+}
+
+/// Validates a SetPeer request into an engine update.
+fn update_from_request(r: &api::SetPeerRequest) -> Result<(Key, PeerUpdate), Status> {
+    let bad = |what: &str, v: &str, why: String| {
+        Status::invalid_argument(format!("invalid {what} {v:?}: {why}"))
+    };
+    let key: Key = r
+        .public_key
+        .parse()
+        .map_err(|e: nexd_common::KeyError| bad("public key", &r.public_key, e.to_string()))?;
+    let mut u = PeerUpdate::default();
+    if !r.allowed_ips.is_empty() {
+        u.allowed_ips = Some(parse_allowed_ips(&r.allowed_ips)?);
+    }
+    if let Some(k) = r.persistent_keepalive {
+        u.persistent_keepalive = Some(match k {
+            0 => None,
+            k => Some(u16::try_from(k).map_err(|_| {
+                bad(
+                    "persistent keepalive",
+                    &k.to_string(),
+                    "must be 0-65535".into(),
+                )
+            })?),
+        });
+    }
+    if let Some(psk) = &r.preshared_key {
+        u.preshared_key = Some(match psk.trim() {
+            "" => None,
+            k => Some(
+                k.parse::<Key>()
+                    .map_err(|e| bad("preshared key", "(hidden)", e.to_string()))?,
+            ),
+        });
+    }
+    Ok((key, u))
+}
+
 /// Validates an AddPeer request into a peer config (and what to save).
 fn peer_from_request(r: &api::AddPeerRequest) -> Result<(PeerConfig, SavedPeer), Status> {
     let bad = |what: &str, v: &str, why: String| {
@@ -114,16 +179,7 @@ fn peer_from_request(r: &api::AddPeerRequest) -> Result<(PeerConfig, SavedPeer),
             "at least one allowed IP is required",
         ));
     }
-    let allowed_ips = r
-        .allowed_ips
-        .iter()
-        .map(|s| {
-            s.trim()
-                .parse::<ipnet::IpNet>()
-                .or_else(|_| s.trim().parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                .map_err(|_| bad("allowed IP", s, "not an IP address or CIDR".into()))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let allowed_ips = parse_allowed_ips(&r.allowed_ips)?;
     let keepalive = match r.persistent_keepalive {
         0 => None,
         k => Some(u16::try_from(k).map_err(|_| {
@@ -138,17 +194,11 @@ fn peer_from_request(r: &api::AddPeerRequest) -> Result<(PeerConfig, SavedPeer),
     let cfg = PeerConfig {
         public_key,
         preshared_key,
-        allowed_ips: allowed_ips.clone(),
-        endpoint: endpoint.clone(),
-        persistent_keepalive: keepalive,
-    };
-    let saved = SavedPeer {
-        public_key: public_key.to_string(),
-        allowed_ips: allowed_ips.iter().map(|n| n.to_string()).collect(),
+        allowed_ips,
         endpoint,
         persistent_keepalive: keepalive,
-        preshared_key: preshared_key.map(|k| k.to_string()),
     };
+    let saved = saved_peer(&cfg);
     Ok((cfg, saved))
 }
 
@@ -272,7 +322,10 @@ impl Nexd for ApiService {
             None => None,
         };
         let mut rt = self.runtime.lock().await;
-        self.engine.add_peer(cfg, endpoint).await.map_err(status)?;
+        self.engine
+            .add_peer(cfg, endpoint, true)
+            .await
+            .map_err(status)?;
         rt.state
             .removed_peers
             .retain(|k| *k != saved_peer.public_key);
@@ -309,6 +362,35 @@ impl Nexd for ApiService {
         }
         saved(&rt)?;
         Ok(Response::new(api::RemovePeerResponse {}))
+    }
+
+    async fn set_peer(
+        &self,
+        req: Request<api::SetPeerRequest>,
+    ) -> Result<Response<api::SetPeerResponse>, Status> {
+        let (key, mut update) = update_from_request(req.get_ref())?;
+        let endpoint = req
+            .get_ref()
+            .endpoint
+            .as_deref()
+            .map(str::trim)
+            .filter(|e| !e.is_empty());
+        if let Some(ep) = endpoint {
+            update.endpoint = Some(resolve(ep).await.map_err(Status::invalid_argument)?);
+        }
+        let mut rt = self.runtime.lock().await;
+        let mut cfg = self.engine.set_peer(key, update).await.map_err(status)?;
+        // Save the endpoint as given (a name stays a name), else what the peer has now.
+        if let Some(ep) = endpoint {
+            cfg.endpoint = Some(ep.to_string());
+        }
+        let saved_peer = saved_peer(&cfg);
+        let k = key.to_string();
+        rt.state.removed_peers.retain(|p| *p != k);
+        rt.state.added_peers.retain(|p| p.public_key != k);
+        rt.state.added_peers.push(saved_peer);
+        saved(&rt)?;
+        Ok(Response::new(api::SetPeerResponse {}))
     }
 
     async fn reload(

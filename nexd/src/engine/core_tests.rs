@@ -104,7 +104,7 @@ impl Node {
             persistent_keepalive: None,
         };
         let endpoint = with_endpoint.then_some(other.label);
-        self.wg.add_peer(&cfg, endpoint).unwrap();
+        self.wg.add_peer(&cfg, endpoint, false).unwrap();
     }
 
     /// Borrows the device and an [`Io`] at once, as the event loop does.
@@ -668,11 +668,11 @@ fn route_picks_longest_prefix() {
         let px = peer(x, &["10.0.0.0/8"]);
         let py = peer(y, &["10.1.0.0/16", "fd00:1::/32"]);
         if x_first {
-            wg.add_peer(&px, None).unwrap();
-            wg.add_peer(&py, None).unwrap();
+            wg.add_peer(&px, None, false).unwrap();
+            wg.add_peer(&py, None, false).unwrap();
         } else {
-            wg.add_peer(&py, None).unwrap();
-            wg.add_peer(&px, None).unwrap();
+            wg.add_peer(&py, None, false).unwrap();
+            wg.add_peer(&px, None, false).unwrap();
         }
         let to_x = wg.route(ip("10.2.0.1")).expect("10.2.0.1 is X's");
         let to_y = wg.route(ip("10.1.2.3")).expect("10.1.2.3 is Y's");
@@ -684,7 +684,7 @@ fn route_picks_longest_prefix() {
         assert_eq!(wg.route(ip("fd00:2::1")), None);
 
         // A yet more specific peer takes over part of Y's range; removing it gives it back.
-        wg.add_peer(&peer(z, &["10.1.2.0/24"]), None).unwrap();
+        wg.add_peer(&peer(z, &["10.1.2.0/24"]), None, true).unwrap();
         let to_z = wg.route(ip("10.1.2.3")).unwrap();
         assert!(to_z != to_x && to_z != to_y);
         assert_eq!(wg.route(ip("10.1.3.1")), Some(to_y));
@@ -724,9 +724,15 @@ fn newest_peer_takes_over_an_identical_prefix() {
     for round in 0..20u8 {
         let mut wg = WgDevice::new(&keypair(1).0);
         let (x, y) = (keypair(30 + round).1, keypair(100 + round).1);
-        wg.add_peer(&peer(x), None).unwrap();
+        wg.add_peer(&peer(x), None, false).unwrap();
         let first = wg.route(ip).unwrap();
-        wg.add_peer(&peer(y), None).unwrap();
+        // Through the API (exclusive) the prefix is refused, naming its holder.
+        let z = keypair(200 + round).1;
+        assert!(matches!(
+            wg.add_peer(&peer(z), None, true),
+            Err(super::wg::PeerError::AllowedIpTaken { holder, .. }) if holder == x
+        ));
+        wg.add_peer(&peer(y), None, false).unwrap();
         let second = wg.route(ip).unwrap();
         assert_ne!(first, second, "the prefix stayed with the older peer");
         let owner: Vec<_> = wg

@@ -176,7 +176,7 @@ pub async fn start(
         .map_err(|source| EngineError::WireGuardSocket { port, source })?;
     let mut wg = WgDevice::new(&cfg.network.private_key);
     for (peer, endpoint) in cfg.network.peers.iter().zip(cfg.endpoints.iter()) {
-        wg.add_peer(peer, *endpoint)?;
+        wg.add_peer(peer, *endpoint, false)?;
     }
     let (cmd_tx, commands) = mpsc::channel(64);
     let (exit_tx, exit_rx) = oneshot::channel();
@@ -1094,14 +1094,27 @@ impl Engine {
             Command::RemoveRule(rule, reply) => {
                 let _ = reply.send(self.remove_rule(rule));
             }
-            Command::AddPeer(peer, endpoint, reply) => {
-                let r = self.wg.add_peer(&peer, endpoint).map_err(EngineError::from);
+            Command::AddPeer(peer, endpoint, exclusive, reply) => {
+                let r = self
+                    .wg
+                    .add_peer(&peer, endpoint, exclusive)
+                    .map_err(EngineError::from);
                 if r.is_ok() {
                     info!(peer = %peer.public_key, "peer added");
                     if peer.persistent_keepalive.is_some() {
                         let mut io = io!(self);
                         self.wg.initiate(&peer.public_key, &mut io);
                     }
+                }
+                let _ = reply.send(r);
+            }
+            Command::SetPeer(key, update, reply) => {
+                let r = self.wg.update_peer(&key, &update).map_err(|e| match e {
+                    super::wg::PeerError::Unknown(k) => EngineError::UnknownPeer(k),
+                    e => EngineError::from(e),
+                });
+                if r.is_ok() {
+                    info!(peer = %key, "peer updated");
                 }
                 let _ = reply.send(r);
             }

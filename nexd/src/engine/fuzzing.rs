@@ -212,8 +212,8 @@ impl Node {
             persistent_keepalive: Some(25),
         };
         // Both configurations are constants; failure would be a harness bug.
-        let added = wg.add_peer(&fuzz_peer, Some(PEER_ENDPOINT)).is_ok()
-            && wg.add_peer(&other, None).is_ok();
+        let added = wg.add_peer(&fuzz_peer, Some(PEER_ENDPOINT), false).is_ok()
+            && wg.add_peer(&other, None, false).is_ok();
         assert!(added, "harness peers rejected");
         Node {
             wg,
@@ -273,7 +273,7 @@ impl Node {
         let cfg = fuzz_peer_config();
         self.wg.remove_peer(&cfg.public_key);
         // The same configuration was accepted before; it cannot fail now.
-        let _ = self.wg.add_peer(&cfg, Some(PEER_ENDPOINT));
+        let _ = self.wg.add_peer(&cfg, Some(PEER_ENDPOINT), false);
     }
 
     /// Runs WireGuard timers.

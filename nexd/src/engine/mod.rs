@@ -190,8 +190,10 @@ pub enum Command {
     AddRule(RuleSpec, Reply<()>),
     /// Stop a rule's listener; live flows drain.
     RemoveRule(ProxyRule, Reply<()>),
-    /// Add a peer.
-    AddPeer(PeerConfig, Option<SocketAddr>, Reply<()>),
+    /// Add a peer; `true`: refuse AllowedIPs another peer holds.
+    AddPeer(PeerConfig, Option<SocketAddr>, bool, Reply<()>),
+    /// Change a peer in place; replies with its resulting settings.
+    SetPeer(Key, wg::PeerUpdate, Reply<PeerConfig>),
     /// Remove a peer.
     RemovePeer(Key, Reply<()>),
     /// Status snapshot.
@@ -233,13 +235,25 @@ impl EngineHandle {
         self.call(|r| Command::RemoveRule(rule, r)).await
     }
 
-    /// Adds a peer.
+    /// Adds a peer. `exclusive`: refuse AllowedIPs another peer holds (the API); otherwise
+    /// the new peer takes them over, as WireGuard does with a config file.
     pub async fn add_peer(
         &self,
         peer: PeerConfig,
         endpoint: Option<SocketAddr>,
+        exclusive: bool,
     ) -> Result<(), EngineError> {
-        self.call(|r| Command::AddPeer(peer, endpoint, r)).await
+        self.call(|r| Command::AddPeer(peer, endpoint, exclusive, r))
+            .await
+    }
+
+    /// Changes a peer in place; returns its resulting settings.
+    pub async fn set_peer(
+        &self,
+        key: Key,
+        update: wg::PeerUpdate,
+    ) -> Result<PeerConfig, EngineError> {
+        self.call(|r| Command::SetPeer(key, update, r)).await
     }
 
     /// Removes a peer.

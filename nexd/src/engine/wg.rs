@@ -51,6 +51,7 @@ pub struct Peer {
     pub allowed_ips: Vec<IpNet>,
     /// Keepalive interval, if any.
     pub persistent_keepalive: Option<u16>,
+    preshared_key: Option<Key>,
     last_handshake: Option<Duration>,
     /// When the latest handshake completed; kept after the session expires.
     last_handshake_at: Option<std::time::Instant>,
@@ -110,6 +111,30 @@ pub enum PeerError {
     /// boringtun refused the key material.
     #[error("invalid key material for peer {0}")]
     InvalidKeys(Key),
+    /// Another peer holds one of the AllowedIPs.
+    #[error("allowed IP {net} is held by peer {holder}: remove it there first")]
+    AllowedIpTaken {
+        /// The network.
+        net: IpNet,
+        /// The peer that holds it.
+        holder: Key,
+    },
+    /// No peer has this key.
+    #[error("unknown peer {0}")]
+    Unknown(Key),
+}
+
+/// Changes to a peer in place; `None` leaves a setting as it is.
+#[derive(Debug, Clone, Default)]
+pub struct PeerUpdate {
+    /// New AllowedIPs.
+    pub allowed_ips: Option<Vec<IpNet>>,
+    /// New endpoint.
+    pub endpoint: Option<SocketAddr>,
+    /// New keepalive (`Some(None)`: off).
+    pub persistent_keepalive: Option<Option<u16>>,
+    /// New preshared key (`Some(None)`: none).
+    pub preshared_key: Option<Option<Key>>,
 }
 
 impl WgDevice {
@@ -137,14 +162,36 @@ impl WgDevice {
         Key(*self.public.as_bytes())
     }
 
-    /// Adds a peer; `endpoint` is already resolved.
+    /// The first of `nets` that a peer other than `key` holds, and that peer.
+    fn taken(&self, key: &Key, nets: &[IpNet]) -> Option<(IpNet, Key)> {
+        let nets: Vec<IpNet> = nets.iter().map(|n| n.trunc()).collect();
+        self.peers
+            .values()
+            .filter(|p| p.public_key != *key)
+            .find_map(|p| {
+                p.allowed_ips
+                    .iter()
+                    .find(|n| nets.contains(&n.trunc()))
+                    .map(|n| (*n, p.public_key))
+            })
+    }
+
+    /// Adds a peer; `endpoint` is already resolved. With `exclusive`, AllowedIPs another
+    /// peer holds are refused (the API); without, the new peer takes them over with a
+    /// warning, as WireGuard does (the config file).
     pub fn add_peer(
         &mut self,
         cfg: &PeerConfig,
         endpoint: Option<SocketAddr>,
+        exclusive: bool,
     ) -> Result<(), PeerError> {
         if self.by_key.contains_key(&cfg.public_key.0) {
             return Err(PeerError::Duplicate(cfg.public_key));
+        }
+        if exclusive {
+            if let Some((net, holder)) = self.taken(&cfg.public_key, &cfg.allowed_ips) {
+                return Err(PeerError::AllowedIpTaken { net, holder });
+            }
         }
         // Indices occupy the top 24 bits of boringtun session ids; never reuse one, so a
         // stale session of a removed peer can never be mistaken for a new peer.
@@ -156,7 +203,7 @@ impl WgDevice {
             let before = p.allowed_ips.len();
             p.allowed_ips.retain(|n| !new_nets.contains(&n.trunc()));
             if p.allowed_ips.len() != before {
-                tracing::warn!(peer = %p.public_key, new_owner = %cfg.public_key, "allowed IPs moved to the newly added peer");
+                tracing::warn!(peer = %p.public_key, new_owner = %cfg.public_key, "overlapping AllowedIPs: moved to the peer listed later");
             }
         }
         let tunn = Tunn::new(
@@ -176,6 +223,7 @@ impl WgDevice {
                 endpoint,
                 allowed_ips: cfg.allowed_ips.clone(),
                 persistent_keepalive: cfg.persistent_keepalive,
+                preshared_key: cfg.preshared_key,
                 last_handshake: None,
                 last_handshake_at: None,
                 handshakes: 0,
@@ -199,6 +247,54 @@ impl WgDevice {
         {
             io.send_datagram(ep, out);
         }
+    }
+
+    /// Changes a peer in place and returns its resulting settings. AllowedIPs and endpoint
+    /// keep the session; a new keepalive or preshared key starts a new one (boringtun fixes
+    /// both at creation), flows continue once it is up.
+    pub fn update_peer(&mut self, key: &Key, upd: &PeerUpdate) -> Result<PeerConfig, PeerError> {
+        let index = *self.by_key.get(&key.0).ok_or(PeerError::Unknown(*key))?;
+        if let Some(nets) = &upd.allowed_ips {
+            if let Some((net, holder)) = self.taken(key, nets) {
+                return Err(PeerError::AllowedIpTaken { net, holder });
+            }
+        }
+        let private = self.private.clone();
+        let rate_limiter = self.rate_limiter.clone();
+        let peer = self.peers.get_mut(&index).ok_or(PeerError::Unknown(*key))?;
+        let keepalive = upd
+            .persistent_keepalive
+            .unwrap_or(peer.persistent_keepalive);
+        let psk = upd.preshared_key.unwrap_or(peer.preshared_key);
+        if keepalive != peer.persistent_keepalive || psk != peer.preshared_key {
+            peer.tunn = Tunn::new(
+                private,
+                PublicKey::from(key.0),
+                psk.map(|k| k.0),
+                keepalive,
+                index,
+                Some(rate_limiter),
+            )
+            .map_err(|_| PeerError::InvalidKeys(*key))?;
+            peer.persistent_keepalive = keepalive;
+            peer.preshared_key = psk;
+            peer.last_handshake = None;
+        }
+        if let Some(ep) = upd.endpoint {
+            peer.endpoint = Some(ep);
+        }
+        if let Some(nets) = &upd.allowed_ips {
+            peer.allowed_ips = nets.clone();
+        }
+        let cfg = PeerConfig {
+            public_key: *key,
+            preshared_key: peer.preshared_key,
+            allowed_ips: peer.allowed_ips.clone(),
+            endpoint: peer.endpoint.map(|e| e.to_string()),
+            persistent_keepalive: peer.persistent_keepalive,
+        };
+        self.rebuild_routes();
+        Ok(cfg)
     }
 
     /// Removes a peer; returns whether it existed.
