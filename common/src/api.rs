@@ -29,6 +29,7 @@ impl From<DomainRule> for ProxyRule {
                     .collect(),
                 DomainDirection::Ingress => Vec::new(),
             },
+            origin: String::new(),
         }
     }
 }
@@ -84,6 +85,7 @@ mod tests {
             rule: "tcp:1:1.1.1.1:1".into(),
             allowed_peers: vec![],
             bind_addresses: vec![],
+            origin: String::new(),
         };
         assert!(DomainRule::try_from(&bad).is_err());
         assert_eq!(wire.bind_addresses, ["127.0.0.1", "::1"]);
@@ -92,6 +94,7 @@ mod tests {
             rule: "tcp:0.0.0.0:1:1.1.1.1:1".into(),
             allowed_peers: vec![],
             bind_addresses: vec![],
+            origin: String::new(),
         };
         assert!(DomainRule::try_from(&bad).is_err());
     }

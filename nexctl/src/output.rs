@@ -62,16 +62,14 @@ pub fn rules(out: Output, rules: &[api::ProxyRule]) {
     match out {
         Output::Text => {
             for r in rules {
-                if r.allowed_peers.is_empty() {
-                    println!("{} {}", direction_name(r.direction), r.rule);
-                } else {
-                    let allowed = r.allowed_peers.join(",");
-                    println!(
-                        "{} {} allow-peer={allowed}",
-                        direction_name(r.direction),
-                        r.rule
-                    );
+                let mut line = format!("{} {}", direction_name(r.direction), r.rule);
+                if !r.allowed_peers.is_empty() {
+                    line += &format!(" allow-peer={}", r.allowed_peers.join(","));
                 }
+                if !r.origin.is_empty() {
+                    line += &format!(" origin={}", r.origin);
+                }
+                println!("{line}");
             }
         }
         Output::Json => {
@@ -79,7 +77,7 @@ pub fn rules(out: Output, rules: &[api::ProxyRule]) {
                 .iter()
                 .map(|r| {
                     let mut v = json!({"direction": direction_name(r.direction), "rule": r.rule,
-                           "allowed_peers": r.allowed_peers});
+                           "allowed_peers": r.allowed_peers, "origin": r.origin});
                     if !r.bind_addresses.is_empty() {
                         v["bind_addresses"] = json!(r.bind_addresses);
                     }
@@ -216,7 +214,7 @@ pub fn status(out: Output, s: &api::GetStatusResponse) {
 pub fn peers(out: Output, peers: &[api::Peer]) {
     match out {
         Output::Text => {
-            let rows: Vec<[String; 6]> = peers
+            let rows: Vec<[String; 7]> = peers
                 .iter()
                 .map(|p| {
                     [
@@ -232,6 +230,7 @@ pub fn peers(out: Output, peers: &[api::Peer]) {
                             .unwrap_or_else(|| "never".into()),
                         human_bytes(p.rx_bytes),
                         human_bytes(p.tx_bytes),
+                        p.origin.clone(),
                     ]
                 })
                 .collect();
@@ -242,6 +241,7 @@ pub fn peers(out: Output, peers: &[api::Peer]) {
                 "LATEST HANDSHAKE",
                 "RX",
                 "TX",
+                "ORIGIN",
             ];
             let mut widths = header.map(str::len);
             for r in &rows {
@@ -249,7 +249,7 @@ pub fn peers(out: Output, peers: &[api::Peer]) {
                     *w = (*w).max(c.len());
                 }
             }
-            let line = |cells: [&str; 6]| {
+            let line = |cells: [&str; 7]| {
                 let s: Vec<String> = cells
                     .iter()
                     .zip(widths)
@@ -259,7 +259,7 @@ pub fn peers(out: Output, peers: &[api::Peer]) {
             };
             line(header);
             for r in &rows {
-                line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]]);
+                line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5], &r[6]]);
             }
         }
         Output::Json => {
@@ -274,6 +274,7 @@ pub fn peers(out: Output, peers: &[api::Peer]) {
                         "rx_bytes": p.rx_bytes,
                         "tx_bytes": p.tx_bytes,
                         "persistent_keepalive": p.persistent_keepalive,
+                        "origin": p.origin,
                     })
                 })
                 .collect();

@@ -218,6 +218,15 @@ pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
     }
     let reloader = std::sync::Arc::new(crate::reload::Reloader::new(&args.config, network.clone()));
     merge_state(&state, &mut network, &mut rules)?;
+    if !(state.rules.is_empty() && state.added_peers.is_empty() && state.removed_peers.is_empty()) {
+        info!(
+            path = %paths.state_dir.join(crate::state::STATE_FILE).display(),
+            rules_restored = state.rules.len(),
+            peers_added_or_changed = state.added_peers.len(),
+            config_peers_removed = state.removed_peers.len(),
+            "state file applied: runtime changes restored over the flags and the config file"
+        );
+    }
     let endpoints = resolve_endpoints(&network)?;
     let listener = match api::bind_private(&paths.unix_socket).await {
         Ok(l) => Some(l),

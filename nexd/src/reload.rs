@@ -40,6 +40,17 @@ impl Reloader {
         }
     }
 
+    /// Public keys of the peers in the config file as last read.
+    pub async fn config_peers(&self) -> Vec<Key> {
+        self.applied
+            .lock()
+            .await
+            .peers
+            .iter()
+            .map(|p| p.public_key)
+            .collect()
+    }
+
     /// Re-reads the file and applies its peer changes; `Err` (nothing changed) when the
     /// file cannot be read or is invalid.
     pub async fn reload(

@@ -86,3 +86,17 @@ pub fn have(prog: &str) -> bool {
         .map(|o| o.status.success())
         .unwrap_or(false)
 }
+
+/// `nexctl nexd proxy list` text without its `origin=…` column: the rules as given (and
+/// their allow-lists), one per line.
+pub fn rules_as_given(list: &str) -> String {
+    list.lines()
+        .map(|l| {
+            l.split_whitespace()
+                .filter(|w| !w.starts_with("origin="))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -108,9 +108,9 @@ fn allow_peer_admits_listed_peers_resets_others_and_persists() {
         "refusal not counted"
     );
 
-    let list = ok(p.b.nexctl(&["nexd", "proxy", "list"]));
+    let list = nexd_e2e::rules_as_given(&ok(p.b.nexctl(&["nexd", "proxy", "list"])));
     for line in [
-        format!("ingress {open} allow-peer={a_key}"),
+        format!("ingress {open} allow-peer=100.100.0.9,{a_key}"),
         format!("ingress {other} allow-peer=100.100.0.9"),
         format!("ingress {mine} allow-peer=100.100.0.0/30"),
     ] {
@@ -135,7 +135,7 @@ fn allow_peer_admits_listed_peers_resets_others_and_persists() {
             a_key,
         ],
     );
-    let list = ok(p.b.nexctl(&["nexd", "proxy", "list"]));
+    let list = nexd_e2e::rules_as_given(&ok(p.b.nexctl(&["nexd", "proxy", "list"])));
     assert!(
         list.contains(&format!("ingress {other} allow-peer=100.100.0.9")),
         "{list}"
@@ -186,7 +186,10 @@ fn bad_allow_peer_input_is_rejected_with_one_line() {
     ]);
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("ingress"), "{err}");
-    assert_eq!(ok(p.b.nexctl(&["nexd", "proxy", "list"])).trim(), "");
+    assert_eq!(
+        nexd_e2e::rules_as_given(&ok(p.b.nexctl(&["nexd", "proxy", "list"]))),
+        ""
+    );
 
     let conf = p.b.conf.display().to_string();
     let (code, err) = run_to_exit(

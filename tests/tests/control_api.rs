@@ -40,14 +40,14 @@ fn rules_added_at_runtime_work_at_once_are_removed_at_once_and_survive_restart()
     // No waiting: when nexctl returns, the port works.
     tcp_echo_roundtrip(local(e), 1 << 20, 1).unwrap();
     assert_eq!(
-        ok(p.a.nexctl(&["nexd", "proxy", "list"])).trim(),
+        nexd_e2e::rules_as_given(&ok(p.a.nexctl(&["nexd", "proxy", "list"]))),
         format!("egress {rule}")
     );
     let json = ok(p.a.nexctl(&["--output", "json", "nexd", "proxy", "list"]));
     assert_eq!(
         json.trim(),
         format!(
-            r#"{{"rules":[{{"allowed_peers":[],"bind_addresses":["127.0.0.1","::1"],"direction":"egress","rule":"{rule}"}}]}}"#
+            r#"{{"rules":[{{"allowed_peers":[],"bind_addresses":["127.0.0.1","::1"],"direction":"egress","origin":"runtime","rule":"{rule}"}}]}}"#
         )
     );
 
@@ -58,7 +58,10 @@ fn rules_added_at_runtime_work_at_once_are_removed_at_once_and_survive_restart()
         TcpStream::connect(local(e)).is_err(),
         "new connections still accepted after remove"
     );
-    assert_eq!(ok(p.a.nexctl(&["nexd", "proxy", "list"])).trim(), "");
+    assert_eq!(
+        nexd_e2e::rules_as_given(&ok(p.a.nexctl(&["nexd", "proxy", "list"]))),
+        ""
+    );
     // The live connection still works (removal drains, it does not cut).
     {
         use std::io::{Read, Write};
@@ -80,7 +83,7 @@ fn rules_added_at_runtime_work_at_once_are_removed_at_once_and_survive_restart()
     p.a.nexd = None;
     p.a.start(&p.scratch, &[]);
     assert_eq!(
-        ok(p.a.nexctl(&["nexd", "proxy", "list"])).trim(),
+        nexd_e2e::rules_as_given(&ok(p.a.nexctl(&["nexd", "proxy", "list"]))),
         format!("egress {rule}")
     );
     tcp_echo_roundtrip(local(e), 1 << 20, 3).unwrap();
@@ -293,7 +296,7 @@ fn bad_api_input_is_rejected_and_the_daemon_keeps_proxying() {
     // Still alive and proxying, with the state unchanged.
     tcp_echo_roundtrip(local(e), 256 * 1024, 9).unwrap();
     assert_eq!(
-        ok(p.a.nexctl(&["nexd", "proxy", "list"])).trim(),
+        nexd_e2e::rules_as_given(&ok(p.a.nexctl(&["nexd", "proxy", "list"]))),
         format!("egress {rule}")
     );
 }
@@ -418,10 +421,11 @@ fn a_hundred_parallel_calls_leave_a_consistent_table() {
         let (verb, code) = h.join().unwrap();
         assert_eq!(code, if verb == "remove" { 0 } else { 1 }, "{verb}");
     }
-    let listed: std::collections::BTreeSet<String> = ok(p.a.nexctl(&["nexd", "proxy", "list"]))
-        .lines()
-        .map(str::to_string)
-        .collect();
+    let listed: std::collections::BTreeSet<String> =
+        nexd_e2e::rules_as_given(&ok(p.a.nexctl(&["nexd", "proxy", "list"])))
+            .lines()
+            .map(str::to_string)
+            .collect();
     let want: std::collections::BTreeSet<String> = rules
         .iter()
         .skip(1)
@@ -509,4 +513,70 @@ fn a_state_file_of_another_interface_is_refused_naming_both_keys() {
         "{err}"
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn lists_show_where_each_rule_and_peer_came_from() {
+    let mut p = echo_pair();
+    let flag_list = ok(p.b.nexctl(&["nexd", "proxy", "list"]));
+    assert!(
+        flag_list.lines().any(|l| l.ends_with(" origin=flag")),
+        "{flag_list}"
+    );
+    let rule = format!("tcp:{}:100.100.0.2:7000", free_port());
+    ok(p.a.nexctl(&["nexd", "proxy", "add", "--egress", &rule]));
+    let list = ok(p.a.nexctl(&["nexd", "proxy", "list"]));
+    assert_eq!(list.trim(), format!("egress {rule} origin=runtime"));
+
+    // Peers: B from the config file, C added at runtime, then B removed at runtime.
+    let origin = |p: &Pair, key: &str| -> String {
+        let out = ok(p.a.nexctl(&["--output", "json", "nexd", "peers", "list"]));
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["peers"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["public_key"] == key))
+            .map(|x| x["origin"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    let b = p.b.keys.public.clone();
+    let c = Keypair::generate().public;
+    assert_eq!(origin(&p, &b), "config");
+    ok(p.a.nexctl(&[
+        "nexd",
+        "peers",
+        "add",
+        "--public-key",
+        &c,
+        "--allowed-ips",
+        "10.77.0.0/24",
+    ]));
+    assert_eq!(origin(&p, &c), "runtime");
+    ok(p.a.nexctl(&["nexd", "peers", "remove", "--public-key", &b]));
+    assert_eq!(origin(&p, &b), "config-removed");
+    let text = ok(p.a.nexctl(&["nexd", "peers", "list"]));
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&b) && l.ends_with("config-removed")),
+        "{text}"
+    );
+
+    // At the next start, one line says what the state file changed.
+    assert!(p
+        .a
+        .proc()
+        .terminate(Duration::from_secs(15))
+        .is_some_and(|s| s.success()));
+    p.a.nexd = None;
+    p.a.start(&p.scratch, &[]);
+    let log = p.a.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("state file applied"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        line.contains("rules_restored=1")
+            && line.contains("peers_added_or_changed=1")
+            && line.contains("config_peers_removed=1"),
+        "{line}"
+    );
 }

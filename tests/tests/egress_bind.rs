@@ -80,7 +80,7 @@ fn egress_rules_listen_on_loopback_by_default_and_on_their_bind_address_otherwis
     udp_echo_check(at("127.0.0.3", udp), 20, 512).unwrap();
 
     // Listed as given; JSON also gives the effective bind addresses.
-    let list = ok(p.a.nexctl(&["nexd", "proxy", "list"]));
+    let list = nexd_e2e::rules_as_given(&ok(p.a.nexctl(&["nexd", "proxy", "list"])));
     for r in &rules {
         assert!(list.contains(&format!("egress {r}")), "{r} not in {list}");
     }

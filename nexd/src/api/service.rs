@@ -244,9 +244,19 @@ impl Nexd for ApiService {
         _req: Request<api::ListProxyRulesRequest>,
     ) -> Result<Response<api::ListProxyRulesResponse>, Status> {
         let st = self.engine.status().await.map_err(status)?;
-        Ok(Response::new(api::ListProxyRulesResponse {
-            rules: st.rules.iter().map(api::ProxyRule::from).collect(),
-        }))
+        let rt = self.runtime.lock().await;
+        let rules = st
+            .rules
+            .iter()
+            .map(|r| {
+                let runtime = rt.state.rules.contains(&r.rule.to_string());
+                api::ProxyRule {
+                    origin: if runtime { "runtime" } else { "flag" }.to_string(),
+                    ..api::ProxyRule::from(r)
+                }
+            })
+            .collect();
+        Ok(Response::new(api::ListProxyRulesResponse { rules }))
     }
 
     async fn get_status(
@@ -306,8 +316,28 @@ impl Nexd for ApiService {
                 tx_bytes: p.tx_bytes,
                 persistent_keepalive: p.persistent_keepalive.unwrap_or(0) as u32,
                 handshakes: p.handshakes,
+                origin: String::new(),
             })
             .collect();
+        let config = self.reloader.config_peers().await;
+        let rt = self.runtime.lock().await;
+        for p in peers.iter_mut() {
+            let runtime = rt
+                .state
+                .added_peers
+                .iter()
+                .any(|s| s.public_key == p.public_key);
+            p.origin = if runtime { "runtime" } else { "config" }.to_string();
+        }
+        for k in &rt.state.removed_peers {
+            if config.iter().any(|c| c.to_string() == *k) {
+                peers.push(api::Peer {
+                    public_key: k.clone(),
+                    origin: "config-removed".to_string(),
+                    ..api::Peer::default()
+                });
+            }
+        }
         peers.sort_by(|a, b| a.public_key.cmp(&b.public_key));
         Ok(Response::new(api::ListPeersResponse { peers }))
     }
