@@ -126,6 +126,24 @@ fn metrics_health_and_per_rule_counters_follow_real_traffic() {
             "no TYPE for {name}"
         );
     }
+    // A client that resets its connection: counted.
+    {
+        let mut c = TcpStream::connect(local(e)).unwrap();
+        c.write_all(b"x").unwrap();
+        let mut one = [0u8; 1];
+        c.read_exact(&mut one).unwrap();
+        socket2::SockRef::from(&c)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || sample(
+            &get(m, "/metrics").1,
+            "nexd_tcp_events_total{reason=\"flows_reset\"}"
+        )
+        .is_some_and(|v| v >= 1)),
+        "reset not counted"
+    );
     assert_eq!(get(m, "/nope").0, 404);
     assert_eq!(
         http(m, "POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").0,
@@ -136,7 +154,7 @@ fn metrics_health_and_per_rule_counters_follow_real_traffic() {
     let (code, out, err) = p.a.nexctl(&["--output", "json", "nexd", "status"]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["rules"][0]["flows_total"], 3, "{out}");
+    assert_eq!(v["rules"][0]["flows_total"], 4, "{out}"); // three echoes and the reset one
     assert!(
         v["rules"][0]["bytes_to_tunnel"].as_u64().unwrap() >= 3 * 256 * 1024,
         "{out}"

@@ -94,4 +94,11 @@ fn sighup_and_nexctl_reload_apply_peer_changes_and_keep_running_on_a_bad_file() 
     let peers = ok(p.b.nexctl(&["nexd", "peers", "list"]));
     assert!(!peers.contains(&p.a.keys.public), "{peers}");
     assert!(works(6).is_err(), "A still gets through after its removal");
+    // A counted its connects that B never answered (the first and this one).
+    let (_, out, _) = p.a.nexctl(&["--output", "json", "nexd", "status"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        v["counters"]["egress_connect_failed"].as_u64() >= Some(2),
+        "{out}"
+    );
 }

@@ -49,6 +49,8 @@ struct Counters {
     ports_exhausted: u64,
     ports_reused_early: u64,
     ingress_handshake_incomplete: u64,
+    egress_connect_failed: u64,
+    flows_reset: u64,
     refused_not_allowed: u64,
     refused_rule_limit: u64,
     refused_total_limit: u64,
@@ -658,6 +660,14 @@ impl Engine {
                         // Reset or timed out in SYN-RECEIVED: the local server never saw it.
                         self.counters.ingress_handshake_incomplete += 1;
                     }
+                }
+                match (flow.local.is_some(), flow.end_reason()) {
+                    // The destination refused or never answered within --connect-timeout.
+                    (true, "never established") => self.counters.egress_connect_failed += 1,
+                    (_, "reset" | "closed by the host side, then reset") => {
+                        self.counters.flows_reset += 1
+                    }
+                    _ => {}
                 }
                 if let Some(o) = &flow.origin {
                     self.rules.add_bytes(o, flow.moved);
@@ -1374,6 +1384,8 @@ impl Engine {
                         "ingress_handshake_incomplete",
                         e.ingress_handshake_incomplete,
                     ),
+                    ("tcp", "egress_connect_failed", e.egress_connect_failed),
+                    ("tcp", "flows_reset", e.flows_reset),
                     (R, "not_allowed", e.refused_not_allowed),
                     (R, "rule_limit", e.refused_rule_limit),
                     (R, "total_limit", e.refused_total_limit),
