@@ -18,8 +18,9 @@ trap cleanup EXIT
 
 base=$((20000 + RANDOM % 20000))
 WG_A=$base; WG_B=$((base + 1)); HTTP=$((base + 2)); EGRESS=$((base + 3))
-read -r priv_a pub_a < <($bin/testkit genkey)
-read -r priv_b pub_b < <($bin/testkit genkey)
+# Keys as wg(8) makes them: nexd genkey | nexd pubkey.
+priv_a=$($bin/nexd genkey); pub_a=$(echo "$priv_a" | $bin/nexd pubkey)
+priv_b=$($bin/nexd genkey); pub_b=$(echo "$priv_b" | $bin/nexd pubkey)
 
 cat >"$work/a.conf" <<CONF
 [Interface]
@@ -44,6 +45,7 @@ AllowedIPs = 100.100.0.1/32
 Endpoint = 127.0.0.1:$WG_A
 CONF
 
+chmod 600 "$work/a.conf" "$work/b.conf"
 head -c $((32 << 20)) /dev/urandom >"$work/file.bin"
 $bin/testkit http-serve "127.0.0.1:$HTTP" "$work/file.bin" >"$work/http.out" &
 pids+=($!)
