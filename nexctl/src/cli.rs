@@ -78,7 +78,8 @@ pub struct RuleArg {
     /// protocol:port:destination_ip:destination_port, from the WireGuard network to the host
     #[arg(long, value_name = "RULE")]
     pub ingress: Option<String>,
-    /// protocol:port:destination_ip:destination_port, from the host to the WireGuard network
+    /// protocol:[bind_address:]port:destination_ip:destination_port, from the host (loopback
+    /// unless a bind address is given) to the WireGuard network
     #[arg(long, value_name = "RULE")]
     pub egress: Option<String>,
 }

@@ -117,7 +117,8 @@ pub struct ProxyArgs {
     pub ingress: Vec<String>,
 
     /// Proxy connections to a host port over WireGuard:
-    /// protocol:port:destination_ip:destination_port (repeatable)
+    /// protocol:[bind_address:]port:destination_ip:destination_port (repeatable; without a
+    /// bind address the port listens on loopback only)
     #[arg(long = "egress", value_name = "RULE")]
     pub egress: Vec<String>,
 
