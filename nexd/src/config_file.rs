@@ -59,13 +59,13 @@ pub fn load(path: &Path) -> Result<NetworkConfig, Fatal> {
     for (line, key) in &cfg.ignored {
         warn!("config {name}: line {line}: {key} is for the kernel interface; ignored");
     }
-    // The config needs protecting only if it holds a secret itself.
+    // As wg-quick: a config others may read gets a warning, sharper when it holds a key.
     let holds_secret = key_file.is_none() || cfg.peers.iter().any(|p| p.preshared_key.is_some());
-    if !from_stdin && holds_secret {
-        defer_if_accessible(path);
+    if !from_stdin {
+        defer_if_accessible(path, holds_secret);
     }
     if let Some(k) = key_file {
-        defer_if_accessible(&k);
+        defer_if_accessible(&k, true);
     }
     Ok(cfg)
 }
@@ -81,9 +81,9 @@ pub fn log_deferred_warnings() {
     }
 }
 
-/// The wg-quick style warning for a file holding a secret key (a private or preshared key)
-/// that group or others may read, if it is one.
-pub fn accessible_warning(path: &Path, mode: u32) -> Option<String> {
+/// The wg-quick style warning for a config or key file that group or others may read, if
+/// it is one; `secret`: it holds a private or preshared key.
+pub fn accessible_warning(path: &Path, mode: u32, secret: bool) -> Option<String> {
     let who = if mode & 0o007 != 0 {
         "world"
     } else if mode & 0o070 != 0 {
@@ -92,17 +92,22 @@ pub fn accessible_warning(path: &Path, mode: u32) -> Option<String> {
         return None;
     };
     Some(format!(
-        "Warning: `{}' is {who} accessible (mode {:04o}); it holds a secret key: chmod 600 it",
+        "Warning: `{}' is {who} accessible (mode {:04o}){}: chmod 600 it",
         path.display(),
-        mode & 0o7777
+        mode & 0o7777,
+        if secret {
+            "; it holds a secret key"
+        } else {
+            ""
+        }
     ))
 }
 
-fn defer_if_accessible(path: &Path) {
+fn defer_if_accessible(path: &Path, secret: bool) {
     let Ok(meta) = std::fs::metadata(path) else {
         return;
     };
-    if let Some(w) = accessible_warning(path, meta.permissions().mode()) {
+    if let Some(w) = accessible_warning(path, meta.permissions().mode(), secret) {
         if let Ok(mut v) = DEFERRED.lock() {
             v.push(w);
         }
@@ -121,14 +126,14 @@ mod tests {
     #[test]
     fn warns_for_group_or_world_access_only() {
         let p = Path::new("/etc/nexd/nexd.conf");
-        assert_eq!(accessible_warning(p, 0o100600), None);
-        assert_eq!(accessible_warning(p, 0o100400), None);
-        let w = accessible_warning(p, 0o100644).unwrap();
+        assert_eq!(accessible_warning(p, 0o100600, true), None);
+        assert_eq!(accessible_warning(p, 0o100400, true), None);
+        let w = accessible_warning(p, 0o100644, true).unwrap();
         assert!(
             w.contains("`/etc/nexd/nexd.conf' is world accessible"),
             "{w}"
         );
-        let w = accessible_warning(p, 0o100640).unwrap();
+        let w = accessible_warning(p, 0o100640, false).unwrap();
         assert!(w.contains("is group accessible"), "{w}");
     }
 }
