@@ -74,6 +74,16 @@ impl Default for State {
     }
 }
 
+impl State {
+    /// Records a peer added or changed at runtime: it overrides the config file's, and is no
+    /// longer removed.
+    pub fn record_runtime_peer(&mut self, peer: SavedPeer) {
+        self.removed_peers.retain(|k| *k != peer.public_key);
+        self.added_peers.retain(|p| p.public_key != peer.public_key);
+        self.added_peers.push(peer);
+    }
+}
+
 /// Why the state could not be read or written; every message names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {

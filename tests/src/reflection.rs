@@ -9,6 +9,19 @@ use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 use tonic_reflection::pb::v1::ServerReflectionRequest;
 
+/// A gRPC channel over nexd's unix socket.
+async fn channel(socket: std::path::PathBuf) -> Result<tonic::transport::Channel, String> {
+    Endpoint::from_static("http://nexd.sock")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let s = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(s).await?))
+            }
+        }))
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// Service names reported by `grpc.reflection.v1`.
 pub fn list_services(socket: &Path) -> Result<Vec<String>, String> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -17,15 +30,7 @@ pub fn list_services(socket: &Path) -> Result<Vec<String>, String> {
         .map_err(|e| e.to_string())?;
     let socket = socket.to_path_buf();
     rt.block_on(async move {
-        let channel = Endpoint::from_static("http://nexd.sock")
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let s = socket.clone();
-                async move {
-                    Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(s).await?))
-                }
-            }))
-            .await
-            .map_err(|e| e.to_string())?;
+        let channel = channel(socket).await?;
         let mut client = ServerReflectionClient::new(channel);
         let req = ServerReflectionRequest {
             host: String::new(),
@@ -61,15 +66,7 @@ pub fn health_check(socket: &Path, service: &str) -> Result<i32, String> {
         .map_err(|e| e.to_string())?;
     let socket = socket.to_path_buf();
     rt.block_on(async move {
-        let channel = Endpoint::from_static("http://nexd.sock")
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let s = socket.clone();
-                async move {
-                    Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(s).await?))
-                }
-            }))
-            .await
-            .map_err(|e| e.to_string())?;
+        let channel = channel(socket).await?;
         let r = HealthClient::new(channel)
             .check(HealthCheckRequest {
                 service: service.to_string(),

@@ -356,13 +356,7 @@ impl Nexd for ApiService {
             .add_peer(cfg, endpoint, true)
             .await
             .map_err(status)?;
-        rt.state
-            .removed_peers
-            .retain(|k| *k != saved_peer.public_key);
-        rt.state
-            .added_peers
-            .retain(|p| p.public_key != saved_peer.public_key);
-        rt.state.added_peers.push(saved_peer);
+        rt.state.record_runtime_peer(saved_peer);
         saved(&rt)?;
         Ok(Response::new(api::AddPeerResponse {}))
     }
@@ -414,11 +408,7 @@ impl Nexd for ApiService {
         if let Some(ep) = endpoint {
             cfg.endpoint = Some(ep.to_string());
         }
-        let saved_peer = saved_peer(&cfg);
-        let k = key.to_string();
-        rt.state.removed_peers.retain(|p| *p != k);
-        rt.state.added_peers.retain(|p| p.public_key != k);
-        rt.state.added_peers.push(saved_peer);
+        rt.state.record_runtime_peer(saved_peer(&cfg));
         saved(&rt)?;
         Ok(Response::new(api::SetPeerResponse {}))
     }
