@@ -121,75 +121,63 @@ fn saved_peer(cfg: &PeerConfig) -> SavedPeer {
     }
 }
 
+fn invalid(what: &str, v: &str, why: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("invalid {what} {v:?}: {why}"))
+}
+
+fn parse_public_key(s: &str) -> Result<Key, Status> {
+    s.parse()
+        .map_err(|e: nexd_common::KeyError| invalid("public key", s, e))
+}
+
+/// A base64 preshared key; empty for none. The value is never echoed.
+fn parse_preshared_key(s: &str) -> Result<Option<Key>, Status> {
+    match s.trim() {
+        "" => Ok(None),
+        k => k
+            .parse::<Key>()
+            .map(Some)
+            .map_err(|e| invalid("preshared key", "(hidden)", e)),
+    }
+}
+
+/// A keepalive interval in seconds; 0 for none.
+fn parse_keepalive(k: u32) -> Result<Option<u16>, Status> {
+    match k {
+        0 => Ok(None),
+        k => u16::try_from(k)
+            .map(Some)
+            .map_err(|_| invalid("persistent keepalive", &k.to_string(), "must be 0-65535")),
+    }
+}
+
 /// Validates a SetPeer request into an engine update.
 fn update_from_request(r: &api::SetPeerRequest) -> Result<(Key, PeerUpdate), Status> {
-    let bad = |what: &str, v: &str, why: String| {
-        Status::invalid_argument(format!("invalid {what} {v:?}: {why}"))
-    };
-    let key: Key = r
-        .public_key
-        .parse()
-        .map_err(|e: nexd_common::KeyError| bad("public key", &r.public_key, e.to_string()))?;
+    let key = parse_public_key(&r.public_key)?;
     let mut u = PeerUpdate::default();
     if !r.allowed_ips.is_empty() {
         u.allowed_ips = Some(parse_allowed_ips(&r.allowed_ips)?);
     }
     if let Some(k) = r.persistent_keepalive {
-        u.persistent_keepalive = Some(match k {
-            0 => None,
-            k => Some(u16::try_from(k).map_err(|_| {
-                bad(
-                    "persistent keepalive",
-                    &k.to_string(),
-                    "must be 0-65535".into(),
-                )
-            })?),
-        });
+        u.persistent_keepalive = Some(parse_keepalive(k)?);
     }
     if let Some(psk) = &r.preshared_key {
-        u.preshared_key = Some(match psk.trim() {
-            "" => None,
-            k => Some(
-                k.parse::<Key>()
-                    .map_err(|e| bad("preshared key", "(hidden)", e.to_string()))?,
-            ),
-        });
+        u.preshared_key = Some(parse_preshared_key(psk)?);
     }
     Ok((key, u))
 }
 
 /// Validates an AddPeer request into a peer config (and what to save).
 fn peer_from_request(r: &api::AddPeerRequest) -> Result<(PeerConfig, SavedPeer), Status> {
-    let bad = |what: &str, v: &str, why: String| {
-        Status::invalid_argument(format!("invalid {what} {v:?}: {why}"))
-    };
-    let public_key: Key = r
-        .public_key
-        .parse()
-        .map_err(|e: nexd_common::KeyError| bad("public key", &r.public_key, e.to_string()))?;
-    let preshared_key = match r.preshared_key.trim() {
-        "" => None,
-        k => Some(
-            k.parse::<Key>()
-                .map_err(|e| bad("preshared key", "(hidden)", e.to_string()))?,
-        ),
-    };
+    let public_key = parse_public_key(&r.public_key)?;
+    let preshared_key = parse_preshared_key(&r.preshared_key)?;
     if r.allowed_ips.is_empty() {
         return Err(Status::invalid_argument(
             "at least one allowed IP is required",
         ));
     }
     let allowed_ips = parse_allowed_ips(&r.allowed_ips)?;
-    let keepalive = match r.persistent_keepalive {
-        0 => None,
-        k => Some(u16::try_from(k).map_err(|_| {
-            bad(
-                "persistent keepalive",
-                &k.to_string(),
-                "must be 0-65535".into(),
-            )
-        })?),
-    };
+    let keepalive = parse_keepalive(r.persistent_keepalive)?;
     let endpoint = Some(r.endpoint.trim().to_string()).filter(|e| !e.is_empty());
     let cfg = PeerConfig {
         public_key,
@@ -365,16 +353,7 @@ impl Nexd for ApiService {
         &self,
         req: Request<api::RemovePeerRequest>,
     ) -> Result<Response<api::RemovePeerResponse>, Status> {
-        let key: Key = req
-            .get_ref()
-            .public_key
-            .parse()
-            .map_err(|e: nexd_common::KeyError| {
-                Status::invalid_argument(format!(
-                    "invalid public key {:?}: {e}",
-                    req.get_ref().public_key
-                ))
-            })?;
+        let key = parse_public_key(&req.get_ref().public_key)?;
         let mut rt = self.runtime.lock().await;
         self.engine.remove_peer(key).await.map_err(status)?;
         let k = key.to_string();
