@@ -147,11 +147,13 @@ fn what_is_left_at_the_drain_timeout_is_reset_both_ways() {
 
 #[test]
 fn a_second_signal_resets_at_once() {
-    let (target, _, _) = server(Vec::new(), Duration::ZERO);
+    let (target, accepted, _) = server(Vec::new(), Duration::ZERO);
     let (mut p, e) = start(target, "120");
     let mut c = TcpStream::connect(local(e)).unwrap();
     c.write_all(b"hello").unwrap();
     c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    // The connection is a flow on both nodes before the signal (else there is nothing to drain).
+    accepted.recv_timeout(Duration::from_secs(15)).unwrap();
     sigterm(&mut p);
     p.a.proc().wait_for_log("draining", Duration::from_secs(10));
     let t0 = Instant::now();
