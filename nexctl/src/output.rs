@@ -126,6 +126,8 @@ pub fn status(out: Output, s: &api::GetStatusResponse) {
                 ("rules", s.rule_count.to_string()),
                 ("tcp flows", s.tcp_flows.to_string()),
                 ("udp flows", s.udp_flows.to_string()),
+                ("sockets", s.host_sockets.to_string()),
+                ("open fds", format!("{} of {}", s.open_fds, s.fd_limit)),
                 ("version", s.version.clone()),
             ];
             for (k, v) in rows {
@@ -191,6 +193,9 @@ pub fn status(out: Output, s: &api::GetStatusResponse) {
                     "rule_count": s.rule_count,
                     "tcp_flows": s.tcp_flows,
                     "udp_flows": s.udp_flows,
+                    "host_sockets": s.host_sockets,
+                    "open_fds": s.open_fds,
+                    "fd_limit": s.fd_limit,
                     "counters": counters,
                     "counter_groups": groups,
                     "rules": s.rule_counters.iter().filter_map(|r| r.rule.as_ref().map(|rule| json!({

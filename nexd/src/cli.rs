@@ -70,9 +70,8 @@ pub enum Command {
     },
 }
 
-/// Defaults of the flow limits, as clap wants them.
+/// Default of the per-rule flow limit, as clap wants it.
 mod nexd_limits {
-    pub const MAX_FLOWS: u64 = crate::engine::DEFAULT_MAX_FLOWS as u64;
     pub const MAX_FLOWS_PER_RULE: u64 = crate::engine::DEFAULT_MAX_FLOWS_PER_RULE as u64;
 }
 
@@ -127,9 +126,10 @@ pub struct ProxyArgs {
     #[arg(long = "allow-peer", value_name = "PEER", value_delimiter = ',')]
     pub allow_peer: Vec<String>,
 
-    /// Open flows (TCP and UDP, all rules) beyond which new ones are refused
-    #[arg(long, default_value_t = nexd_limits::MAX_FLOWS, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
-    pub max_flows: u64,
+    /// Open flows (TCP and UDP, all rules) beyond which new ones are refused [default: 32768,
+    /// lowered to fit the file-descriptor limit, as is a larger value given here]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_flows: Option<u64>,
 
     /// Open flows through one rule beyond which its new ones are refused
     #[arg(long, default_value_t = nexd_limits::MAX_FLOWS_PER_RULE, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]

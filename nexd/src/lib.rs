@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config_file;
 pub mod drain;
 pub mod engine;
+pub mod fd_limit;
 pub mod keys;
 pub mod metrics;
 pub mod page_alloc;

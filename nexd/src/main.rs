@@ -103,25 +103,8 @@ fn print_line(s: &str) -> ExitCode {
     }
 }
 
-/// Every flow holds a host socket, so the usual soft limit of 1024 descriptors would cap nexd
-/// far below its flow limits. Raise the soft limit to the hard one, as Go programs do.
-#[allow(unsafe_code)]
-fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-}
-
 fn main() -> ExitCode {
-    raise_fd_limit();
+    nexd::fd_limit::raise();
     let cli: cli::Cli = match nexd_common::usage::parse_or_exit("nexd") {
         Ok(c) => c,
         Err(code) => return code,

@@ -179,6 +179,13 @@ pub fn render(st: &EngineStatus) -> String {
         "Open UDP flows.",
         &[(String::new(), st.udp_flows as u64)],
     );
+    family(
+        &mut o,
+        "nexd_host_sockets",
+        "gauge",
+        "Host sockets held for flows and rules (TCP connections until closed, ingress UDP flows, listeners).",
+        &[(String::new(), st.host_sockets as u64)],
+    );
     let rule = |r: &crate::engine::rules::RuleStats| {
         format!(
             "direction=\"{}\",rule=\"{}\"",

@@ -239,11 +239,25 @@ pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
     let _socket_guard = listener
         .as_ref()
         .map(|_| RemoveOnDrop(paths.unix_socket.clone()));
+    let fd_limit = crate::fd_limit::current();
+    let (max_flows, lowered) = crate::fd_limit::max_flows(
+        args.max_flows,
+        crate::engine::DEFAULT_MAX_FLOWS as u64,
+        fd_limit,
+    );
+    if lowered {
+        warn!(
+            requested = args.max_flows,
+            max_flows,
+            fd_limit,
+            "--max-flows lowered to fit the file-descriptor limit (every flow holds a host socket)"
+        );
+    }
     let tunables = Tunables {
         mtu: network.mtu.map(usize::from).unwrap_or(1420),
         udp_idle_timeout: Duration::from_secs(args.udp_idle_timeout),
         connect_timeout: Duration::from_secs(args.connect_timeout),
-        max_flows: args.max_flows as usize,
+        max_flows: max_flows as usize,
         max_flows_per_rule: args.max_flows_per_rule as usize,
         max_pending_bytes: args.max_pending_bytes,
         max_tcp_window: args.max_tcp_window,

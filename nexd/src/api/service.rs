@@ -261,6 +261,11 @@ impl Nexd for ApiService {
             rule_count: st.rules.len() as u32,
             tcp_flows: st.tcp_flows as u32,
             udp_flows: st.udp_flows as u32,
+            host_sockets: st.host_sockets as u32,
+            open_fds: crate::fd_limit::open_fds().unwrap_or(0) as u32,
+            fd_limit: crate::fd_limit::current()
+                .unwrap_or(0)
+                .min(u64::from(u32::MAX)) as u32,
             counters: st
                 .counters
                 .iter()

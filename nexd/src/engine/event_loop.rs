@@ -19,6 +19,7 @@ use smoltcp::wire::{IpEndpoint, IpListenEndpoint};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
@@ -106,6 +107,8 @@ struct Engine {
     draining: bool,
     /// Host connections of flows reset at shutdown, alive until their reset is done.
     resetting: Vec<std::sync::Weak<super::host::FlowShared>>,
+    /// Host TCP connections held by flows' I/O tasks, until each socket is closed.
+    host_connections: Arc<AtomicUsize>,
     cancel: CancellationToken,
 }
 
@@ -256,6 +259,7 @@ fn run_on_own_runtime(
             counters: Counters::default(),
             draining: false,
             resetting: Vec::new(),
+            host_connections: Arc::default(),
             cancel,
         };
         // A task of its own, so a panic comes back as a JoinError naming it.
@@ -651,6 +655,7 @@ impl Engine {
         }
         for id in done {
             if let Some(flow) = self.tcp_flows.remove(&id) {
+                flow.close_host();
                 self.closed_since_trim += 1;
                 self.tcp_grown -= flow.grown;
                 self.tcp_index.remove(&flow.tuple);
@@ -768,7 +773,15 @@ impl Engine {
         let mut flow = TcpFlow::new(socket, tuple, Some((src, sport)), dest);
         flow.origin = Some(origin);
         let (rx, credits, shared) = flow.attach_host();
-        host::spawn_tcp_io(stream, id, self.events_tx.clone(), rx, credits, shared);
+        host::spawn_tcp_io(
+            stream,
+            id,
+            self.events_tx.clone(),
+            rx,
+            credits,
+            shared,
+            self.host_connections.clone(),
+        );
         self.insert_tcp_flow(id, flow);
     }
 
@@ -1080,7 +1093,15 @@ impl Engine {
             Event::IngressConnected { flow, stream } => {
                 if let Some(f) = self.tcp_flows.get_mut(&flow) {
                     let (rx, credits, shared) = f.attach_host();
-                    host::spawn_tcp_io(stream, flow, self.events_tx.clone(), rx, credits, shared);
+                    host::spawn_tcp_io(
+                        stream,
+                        flow,
+                        self.events_tx.clone(),
+                        rx,
+                        credits,
+                        shared,
+                        self.host_connections.clone(),
+                    );
                     mark_dirty(&mut self.dirty, flow, f);
                 }
             }
@@ -1361,6 +1382,9 @@ impl Engine {
                 .collect(),
             tcp_flows: self.tcp_flows.len(),
             udp_flows: self.egress_udp.len() + self.ingress_udp.len(),
+            host_sockets: self.host_connections.load(Ordering::Relaxed)
+                + self.ingress_udp.len()
+                + self.rules.host_listeners(),
             counters: {
                 let e = &self.counters;
                 const D: &str = "dropped_packets";

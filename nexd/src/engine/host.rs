@@ -7,10 +7,12 @@ use bytes::{Bytes, BytesMut};
 use nexd_common::Rule;
 use socket2::{Domain, Protocol as SockProto, SockRef, Socket, Type};
 use std::net::{Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
+use tokio::io::Interest;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::AbortHandle;
@@ -65,6 +67,8 @@ pub struct FlowShared {
     pub graceful: AtomicBool,
     /// Reset the host connection now, even while a write waits on a slow reader (shutdown).
     pub reset: tokio::sync::Notify,
+    /// The flow ended cleanly (both FINs exchanged): close the host connection.
+    pub ended: tokio::sync::Notify,
 }
 
 fn dual_stack_socket(port: u16, ty: Type, proto: SockProto) -> std::io::Result<Socket> {
@@ -291,84 +295,134 @@ pub fn spawn_ingress_dial(
 /// Moves bytes between a host TCP connection and the engine, in both directions.
 ///
 /// Reading takes a credit per chunk (the engine returns it once smoltcp has taken the
-/// bytes), so at most `HOST_CREDITS` chunks per flow wait in memory.
+/// bytes), so at most `HOST_CREDITS` chunks per flow wait in memory. The writer task owns
+/// the connection's lifetime: it closes the socket (both halves) once the engine ends the
+/// flow, so no host socket outlives its flow. `open` counts the host connections held.
 pub fn spawn_tcp_io(
     stream: TcpStream,
     flow: FlowId,
     events: mpsc::Sender<Event>,
-    mut from_engine: mpsc::Receiver<Bytes>,
+    from_engine: mpsc::Receiver<Bytes>,
     credits: Arc<Semaphore>,
     shared: Arc<FlowShared>,
+    open: Arc<AtomicUsize>,
 ) {
-    let (rd, mut wr) = stream.into_split();
-    let reader_events = events.clone();
-    let reader = tokio::spawn(async move {
-        loop {
-            let Ok(permit) = credits.acquire().await else {
-                return;
-            };
-            // Allocate only once data is there: an idle connection then holds no buffer.
-            if rd.readable().await.is_err() {
-                let _ = reader_events.send(Event::HostReset { flow }).await;
-                return;
-            }
-            let mut buf = BytesMut::with_capacity(CHUNK);
-            let ev = match rd.try_read_buf(&mut buf) {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Ok(0) => Event::HostEof { flow },
-                Ok(_) => {
-                    permit.forget();
-                    Event::HostData {
-                        flow,
-                        data: buf.freeze(),
-                    }
-                }
-                Err(_) => Event::HostReset { flow },
-            };
-            let done = !matches!(ev, Event::HostData { .. });
-            if reader_events.send(ev).await.is_err() || done {
-                return;
-            }
-        }
-    });
-    let reader_abort = reader.abort_handle();
+    let (rd, wr) = stream.into_split();
+    let reader = tokio::spawn(read_host(rd, flow, events.clone(), credits));
+    open.fetch_add(1, Ordering::Relaxed);
     tokio::spawn(async move {
-        // Ends with whether to reset (true) or to shut down the write side cleanly.
-        let reset = loop {
-            let chunk = tokio::select! {
-                biased;
-                _ = shared.reset.notified() => break true,
-                c = from_engine.recv() => match c {
-                    Some(c) => c,
-                    // The engine dropped its sender: either the remote side finished (FIN)
-                    // or the flow was reset.
-                    None => break !shared.graceful.load(Ordering::SeqCst),
-                },
-            };
-            let written = tokio::select! {
-                biased;
-                _ = shared.reset.notified() => break true,
-                r = wr.write_all(&chunk) => r,
-            };
-            if written.is_err() {
-                let _ = events.send(Event::HostReset { flow }).await;
-                reader_abort.abort();
-                return;
-            }
-            if shared.blocked.swap(false, Ordering::SeqCst)
-                && events.send(Event::HostRoom { flow }).await.is_err()
-            {
-                return;
-            }
-        };
-        if reset {
-            // SO_LINGER 0 turns the close into a RST, as a reset deserves.
-            let _ = SockRef::from(wr.as_ref()).set_linger(Some(Duration::ZERO));
-            reader_abort.abort();
-            // Dropping the half normally would send FIN first; forget it so close() resets.
-            wr.forget();
-        } else {
-            let _ = wr.shutdown().await;
-        }
+        write_host(wr, reader, flow, events, from_engine, &shared).await;
+        open.fetch_sub(1, Ordering::Relaxed);
     });
+}
+
+/// Resolves once the host connection has failed or been reset (EPOLLERR), even while the
+/// reader waits for credits or has already seen EOF: a client that resets a stalled or
+/// half-closed connection must end the flow at once, not after the tunnel side times out.
+async fn host_error(rd: &OwnedReadHalf) {
+    // An error from registering means the socket is unusable: treat it as failed too.
+    let _ = rd.as_ref().ready(Interest::ERROR).await;
+}
+
+/// Host → engine: reads while the engine has credit, then reports EOF, and keeps watching
+/// for a reset afterwards.
+async fn read_host(
+    rd: OwnedReadHalf,
+    flow: FlowId,
+    events: mpsc::Sender<Event>,
+    credits: Arc<Semaphore>,
+) {
+    loop {
+        let permit = tokio::select! {
+            p = credits.acquire() => match p {
+                Ok(p) => p,
+                // The flow is over.
+                Err(_) => return,
+            },
+            _ = host_error(&rd) => break,
+        };
+        // Allocate only once data is there: an idle connection then holds no buffer.
+        let readable = tokio::select! {
+            r = rd.readable() => r.is_ok(),
+            _ = host_error(&rd) => false,
+        };
+        if !readable {
+            break;
+        }
+        let mut buf = BytesMut::with_capacity(CHUNK);
+        match rd.try_read_buf(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Ok(0) => {
+                if events.send(Event::HostEof { flow }).await.is_err() {
+                    return;
+                }
+                host_error(&rd).await;
+                break;
+            }
+            Ok(_) => {
+                permit.forget();
+                let data = buf.freeze();
+                if events.send(Event::HostData { flow, data }).await.is_err() {
+                    return;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    let _ = events.send(Event::HostReset { flow }).await;
+}
+
+/// Engine → host, then the connection's end: a clean shutdown of the write side after the
+/// remote FIN (the other direction may go on), a reset when the flow was reset, and the
+/// socket closed once the engine has ended the flow.
+async fn write_host(
+    mut wr: OwnedWriteHalf,
+    reader: tokio::task::JoinHandle<()>,
+    flow: FlowId,
+    events: mpsc::Sender<Event>,
+    mut from_engine: mpsc::Receiver<Bytes>,
+    shared: &FlowShared,
+) {
+    let reset = loop {
+        let chunk = tokio::select! {
+            biased;
+            _ = shared.reset.notified() => break true,
+            c = from_engine.recv() => match c {
+                Some(c) => c,
+                // The engine dropped its sender: either the remote side finished (FIN)
+                // or the flow was reset.
+                None => break !shared.graceful.load(Ordering::SeqCst),
+            },
+        };
+        let written = tokio::select! {
+            biased;
+            _ = shared.reset.notified() => break true,
+            r = wr.write_all(&chunk) => r,
+        };
+        if written.is_err() {
+            let _ = events.send(Event::HostReset { flow }).await;
+            break true;
+        }
+        if shared.blocked.swap(false, Ordering::SeqCst)
+            && events.send(Event::HostRoom { flow }).await.is_err()
+        {
+            break true;
+        }
+    };
+    let reset = reset || {
+        let _ = wr.shutdown().await;
+        // Half-closed: the host may still send until the engine ends the flow.
+        tokio::select! {
+            _ = shared.reset.notified() => true,
+            _ = shared.ended.notified() => false,
+        }
+    };
+    reader.abort();
+    if reset {
+        // SO_LINGER 0 turns the close into a RST, as a reset deserves; forgetting the half
+        // keeps its drop from sending a FIN first.
+        let _ = SockRef::from(wr.as_ref()).set_linger(Some(Duration::ZERO));
+        wr.forget();
+    }
+    // The socket closes with the last half: this one here, the reader's with its task.
 }

@@ -178,6 +178,9 @@ pub struct EngineStatus {
     pub tcp_flows: usize,
     /// Open UDP flows.
     pub udp_flows: usize,
+    /// Host sockets held for flows and rules: TCP connections (until closed), ingress UDP
+    /// flows' sockets and rule listeners.
+    pub host_sockets: usize,
     /// Counters: group, name, value.
     pub counters: Vec<(&'static str, &'static str, u64)>,
 }

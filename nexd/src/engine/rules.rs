@@ -145,6 +145,17 @@ pub fn key_of(r: &ProxyRule) -> ServiceKey {
 }
 
 impl RuleTable {
+    /// Host sockets the rules listen on (egress listeners, one per bind address).
+    pub fn host_listeners(&self) -> usize {
+        self.services
+            .values()
+            .map(|s| match &s.listener {
+                Listener::EgressTcp(t) | Listener::EgressUdp(t) => t.len(),
+                _ => 0,
+            })
+            .sum()
+    }
+
     /// Whether the exact rule is active (whatever its allow-list).
     pub fn contains(&self, r: &ProxyRule) -> bool {
         self.services

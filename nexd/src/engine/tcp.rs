@@ -199,6 +199,16 @@ impl TcpFlow {
         self.credits.close();
     }
 
+    /// The flow is over: tells its host I/O task to close the host connection, cleanly
+    /// after a clean end, with a reset otherwise.
+    pub fn close_host(&self) {
+        if self.shared.graceful.load(Ordering::SeqCst) {
+            self.shared.ended.notify_one();
+        } else {
+            self.shared.reset.notify_one();
+        }
+    }
+
     /// One line describing the flow's state, for diagnosing stalls.
     pub fn describe(&self) -> String {
         let socket = self.socket();
