@@ -307,7 +307,7 @@ pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
     });
     match handle.status().await {
         Ok(st) => {
-            info!(public_key = %st.public_key, %listen_addr, peers = st.peers.len(), rules = st.rules.len(), "nexd proxy running");
+            info!(public_key = %st.public_key, %listen_addr, peers = st.peers.len(), rules = st.rules.len(), max_flows, fd_limit, "nexd proxy running");
             crate::config_file::log_deferred_warnings();
             crate::sd_notify::ready(&cancel);
         }

@@ -142,6 +142,11 @@ impl Pair {
 impl Node {
     /// Starts nexd with `extra` proxy arguments and waits until it runs.
     pub fn start(&mut self, scratch: &Scratch, extra: &[String]) {
+        self.start_with(scratch, extra, &Launch::default_user());
+    }
+
+    /// [`Node::start`], launched as `launch` says.
+    pub fn start_with(&mut self, scratch: &Scratch, extra: &[String], launch: &Launch) {
         let mut args = vec![
             "--state-dir".to_string(),
             self.state_dir.display().to_string(),
@@ -152,7 +157,7 @@ impl Node {
             self.conf.display().to_string(),
         ];
         args.extend(extra.iter().cloned());
-        let mut n = Nexd::start(scratch, &self.name, &args, &Launch::default_user());
+        let mut n = Nexd::start(scratch, &self.name, &args, launch);
         n.wait_for_log("nexd proxy running", Duration::from_secs(10));
         self.nexd = Some(n);
     }

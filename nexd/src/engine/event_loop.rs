@@ -1413,6 +1413,11 @@ impl Engine {
                     (R, "not_allowed", e.refused_not_allowed),
                     (R, "rule_limit", e.refused_rule_limit),
                     (R, "total_limit", e.refused_total_limit),
+                    (
+                        R,
+                        "accept_failed",
+                        host::ACCEPT_FAILURES.load(Ordering::Relaxed),
+                    ),
                     (H, "unknown_peer", c.unknown_peer),
                     (H, "handshake_failed", c.handshake_failed),
                     (H, "rate_limited", c.handshake_rate_limited),

@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 use nexd_common::Rule;
 use socket2::{Domain, Protocol as SockProto, SockRef, Socket, Type};
 use std::net::{Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -173,9 +173,11 @@ pub fn spawn_tcp_listener(
     events: mpsc::Sender<Event>,
 ) -> AbortHandle {
     tokio::spawn(async move {
+        let mut backoff = AcceptBackoff::default();
         loop {
             match listener.accept().await {
                 Ok((stream, client)) => {
+                    backoff.succeeded();
                     let _ = stream.set_nodelay(true);
                     if events
                         .send(Event::EgressTcp {
@@ -189,15 +191,51 @@ pub fn spawn_tcp_listener(
                         return;
                     }
                 }
-                Err(e) => {
-                    // EMFILE and friends: back off briefly instead of spinning.
-                    tracing::warn!(port = key.2, "accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+                Err(e) => backoff.failed(&e, key.2).await,
             }
         }
     })
     .abort_handle()
+}
+
+/// Accept failures so far (all listeners): EMFILE, ENFILE, ENOBUFS and the like.
+pub static ACCEPT_FAILURES: AtomicU64 = AtomicU64::new(0);
+
+/// Pacing for an accept loop whose accept fails (out of descriptors, mostly): the loop
+/// sleeps, longer while failures go on (10 ms doubling to 1 s), and logs once per
+/// `LOG_EVERY` with the count, instead of spinning and logging every attempt.
+#[derive(Default)]
+pub struct AcceptBackoff {
+    delay: Duration,
+    since_log: u64,
+    logged: Option<std::time::Instant>,
+}
+
+impl AcceptBackoff {
+    const LOG_EVERY: Duration = Duration::from_secs(10);
+
+    /// An accept worked: the next failure starts from the shortest pause.
+    pub fn succeeded(&mut self) {
+        self.delay = Duration::ZERO;
+    }
+
+    /// An accept failed with `e`: count, maybe log, and wait before the next attempt.
+    pub async fn failed(&mut self, e: &std::io::Error, port: u16) {
+        ACCEPT_FAILURES.fetch_add(1, Ordering::Relaxed);
+        self.since_log += 1;
+        if self.logged.is_none_or(|t| t.elapsed() >= Self::LOG_EVERY) {
+            tracing::warn!(
+                port,
+                failures = self.since_log,
+                "accept failed: {e}; new connections wait in the backlog (logged at most every {}s)",
+                Self::LOG_EVERY.as_secs()
+            );
+            self.since_log = 0;
+            self.logged = Some(std::time::Instant::now());
+        }
+        self.delay = (self.delay * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        tokio::time::sleep(self.delay).await;
+    }
 }
 
 /// Receives egress datagrams and hands them to the engine.
