@@ -278,7 +278,11 @@ pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
     for rule in rules {
         if let Err(e) = handle.add_rule(rule).await {
             cancel.cancel();
-            return Err(fatal(1, e.to_string()));
+            let code = match e {
+                crate::engine::EngineError::InvalidRule { .. } => EX_USAGE,
+                _ => 1,
+            };
+            return Err(fatal(code, e.to_string()));
         }
     }
     if let Some(addr) = args.metrics_listen {

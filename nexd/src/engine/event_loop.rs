@@ -1243,6 +1243,9 @@ impl Engine {
                 ),
             });
         }
+        if let Some(reason) = super::loops::loop_reason(&self.rules, &rule, &self.local_ips) {
+            return Err(EngineError::InvalidRule { rule, reason });
+        }
         if self.rules.join(&spec) {
             info!(rule = %spec, "rule added to existing listener");
             return Ok(());

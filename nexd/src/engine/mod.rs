@@ -9,6 +9,7 @@ mod event_loop;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 mod host;
+mod loops;
 mod memory;
 pub mod ports;
 pub mod rules;
