@@ -814,7 +814,7 @@ impl Engine {
             self.counters.ports_exhausted += 1;
             return refuse(self);
         };
-        let h = self.stack.new_udp_socket();
+        let h = self.stack.new_udp_flow_socket();
         if self
             .stack
             .sockets
@@ -870,9 +870,21 @@ impl Engine {
             return;
         }
         flow.last_active = Instant::now();
-        let s = self.stack.sockets.get_mut::<sudp::Socket>(flow.handle);
-        let ep: IpEndpoint = flow.dest.into();
-        if s.send_slice(&data, ep).is_err() {
+        let (handle, ep): (SocketHandle, IpEndpoint) = (flow.handle, flow.dest.into());
+        let send = |stack: &mut NetStack| {
+            stack
+                .sockets
+                .get_mut::<sudp::Socket>(handle)
+                .send_slice(&data, ep)
+                .is_ok()
+        };
+        // A burst from the host can fill the flow's send queue before the next pump: send
+        // what is queued, then try again.
+        if send(&mut self.stack) {
+            return;
+        }
+        self.pump();
+        if !send(&mut self.stack) {
             self.counters.udp_send_dropped += 1;
         }
     }

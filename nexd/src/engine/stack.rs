@@ -17,9 +17,15 @@ pub const TCP_BUFFER: usize = 512 * 1024;
 /// The most TCP buffers may grow in all (autotuning beyond the first `TCP_BUFFER`s), so many
 /// busy flows cannot take the host's memory: 16 flows at 8 MiB each way.
 pub const TCP_GROWTH_BUDGET: usize = 256 * 1024 * 1024;
-/// UDP socket buffers: packet slots and payload bytes.
+/// UDP listener socket buffers (every flow's first datagrams): packet slots and payload bytes.
 const UDP_SLOTS: usize = 256;
 const UDP_PAYLOAD: usize = 512 * 1024;
+/// A UDP flow's socket buffers. Slot metadata is written when allocated (~64 bytes a slot),
+/// so 256 slots each way cost a flow 32 KiB at once; the engine drains a flow's socket after
+/// every poll of at most `RX_BATCH` packets and flushes a full send queue (see
+/// `egress_udp_datagram`), so fewer slots lose nothing. Payload pages are touched only as used.
+const UDP_FLOW_SLOTS: usize = 64;
+const UDP_FLOW_PAYLOAD: usize = 128 * 1024;
 
 /// smoltcp interface, sockets and device, owned by the engine.
 pub struct NetStack {
@@ -145,17 +151,20 @@ impl NetStack {
         tuned_tcp_socket(self.tcp_buffer, self.tcp_window_max, self.tcp_congestion)
     }
 
-    /// A new UDP socket.
+    /// A new UDP socket for a listener.
     pub fn new_udp_socket(&mut self) -> SocketHandle {
-        let rx = udp::PacketBuffer::new(
-            vec![udp::PacketMetadata::EMPTY; UDP_SLOTS],
-            vec![0; UDP_PAYLOAD],
-        );
-        let tx = udp::PacketBuffer::new(
-            vec![udp::PacketMetadata::EMPTY; UDP_SLOTS],
-            vec![0; UDP_PAYLOAD],
-        );
-        self.sockets.add(udp::Socket::new(rx, tx))
+        self.udp_socket(UDP_SLOTS, UDP_PAYLOAD)
+    }
+
+    /// A new UDP socket for one flow, with smaller buffers.
+    pub fn new_udp_flow_socket(&mut self) -> SocketHandle {
+        self.udp_socket(UDP_FLOW_SLOTS, UDP_FLOW_PAYLOAD)
+    }
+
+    fn udp_socket(&mut self, slots: usize, payload: usize) -> SocketHandle {
+        let buffer =
+            || udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; slots], vec![0; payload]);
+        self.sockets.add(udp::Socket::new(buffer(), buffer()))
     }
 }
 
