@@ -14,7 +14,7 @@ use super::{Command, EngineConfig, EngineError, EngineHandle, EngineStatus, Peer
 use bytes::Bytes;
 use nexd_common::{Direction, Protocol, ProxyRule, RuleSpec};
 use smoltcp::iface::SocketHandle;
-use smoltcp::socket::{tcp, udp as sudp};
+use smoltcp::socket::udp as sudp;
 use smoltcp::wire::{IpEndpoint, IpListenEndpoint};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -28,7 +28,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 /// Listening sockets kept ready per ingress TCP port.
-const LISTEN_BACKLOG: usize = 24;
 /// Datagrams and events handled per wake-up before the stack is polled.
 const INPUT_BATCH: usize = 256;
 /// Bound on poll rounds per wake-up, so the loop always returns to its inputs.
@@ -85,8 +84,6 @@ struct Engine {
     /// Flow timers (smoltcp clock, µs), earliest first; entries a flow no longer expects are
     /// skipped.
     timers: BinaryHeap<Reverse<(i64, FlowId)>>,
-    /// Aborted sockets that never became flows; removed after the poll that sends their RST.
-    refusing: Vec<SocketHandle>,
     /// Ingress connections with a socket, so retransmitted SYNs stay away from the backlog.
     syn_guard: SynGuard,
     /// Flows closed since freed memory was last returned to the OS.
@@ -244,7 +241,6 @@ fn run_on_own_runtime(
             tcp_index: HashMap::new(),
             dirty: Vec::new(),
             timers: BinaryHeap::new(),
-            refusing: Vec::new(),
             closed_since_trim: 0,
             tcp_grown: 0,
             syn_guard: SynGuard::default(),
@@ -380,41 +376,39 @@ impl Engine {
         for _ in 0..PUMP_ROUNDS {
             self.route_packets();
             let changed = self.stack.poll();
-            for h in self.refusing.drain(..) {
-                self.stack.sockets.remove(h);
-            }
-            self.refill_listeners();
             self.expire_timers();
             let progress = self.service_tcp() | self.service_udp();
             self.flush_tx();
-            if !changed
-                && !progress
-                && self.stack.device.rx.is_empty()
-                && self.refusing.is_empty()
-                && self.dirty.is_empty()
-            {
+            if !changed && !progress && self.stack.device.rx.is_empty() && self.dirty.is_empty() {
                 break;
             }
         }
         self.flush_tx();
     }
 
-    /// Hands each received packet of a known TCP connection to its flow; the rest (new
-    /// connections, UDP) stay for the shared socket set.
+    /// Hands each received packet of a known TCP connection to its flow, and each new
+    /// connection to an ingress rule to a new flow; the rest (UDP, refused connections)
+    /// stay for the shared socket set.
     fn route_packets(&mut self) {
-        if self.tcp_index.is_empty() {
-            return;
-        }
         // One pass round the queue, in place: routed packets leave, the rest go back in order.
         for _ in 0..self.stack.device.rx.len() {
             let Some(pkt) = self.stack.device.rx.pop_front() else {
                 break;
             };
-            let id = tcp_demux::parse(&pkt).and_then(|h| self.tcp_index.get(&h.tuple).copied());
+            let Some(header) = tcp_demux::parse(&pkt) else {
+                self.stack.device.rx.push_back(pkt);
+                continue;
+            };
+            let id = self.tcp_index.get(&header.tuple).copied();
             match id.and_then(|id| self.tcp_flows.get_mut(&id).map(|f| (id, f))) {
                 Some((id, flow)) => {
                     flow.rx.push_back(pkt);
                     mark_dirty(&mut self.dirty, id, flow);
+                }
+                None if header.is_bare_syn() => {
+                    if let Err(pkt) = self.accept_syn(pkt, &header) {
+                        self.stack.device.rx.push_back(pkt);
+                    }
                 }
                 None => self.stack.device.rx.push_back(pkt),
             }
@@ -493,88 +487,51 @@ impl Engine {
 
     // ---- TCP ----
 
-    /// Keeps `LISTEN_BACKLOG` listening sockets per ingress TCP port; sockets that left
-    /// LISTEN become flows that dial the rule's destination.
-    fn refill_listeners(&mut self) {
-        let handshake_timeout =
-            smoltcp::time::Duration::from_micros(self.tunables.connect_timeout.as_micros() as u64);
-        let mut accepted_all = Vec::new();
-        for (&(dir, proto, port, _), service) in self.rules.services.iter_mut() {
-            if dir != Direction::Ingress || proto != Protocol::Tcp {
-                continue;
-            }
-            let Listener::IngressTcp(handles) = &mut service.listener else {
-                continue;
-            };
-            let mut accepted = Vec::new();
-            let mut i = 0;
-            while i < handles.len() {
-                let s = self.stack.sockets.get::<tcp::Socket>(handles[i]);
-                if s.state() == tcp::State::Listen {
-                    i += 1;
-                } else {
-                    accepted.push(handles.swap_remove(i));
-                }
-            }
-            while handles.len() < LISTEN_BACKLOG {
-                let h = self.stack.new_tcp_socket();
-                let s = self.stack.sockets.get_mut::<tcp::Socket>(h);
-                if s.listen(IpListenEndpoint { addr: None, port }).is_err() {
-                    self.stack.sockets.remove(h);
-                    break;
-                }
-                // A peer that sends a SYN and no more gets --connect-timeout to complete the
-                // handshake (smoltcp then resets the connection); the flow slot is freed.
-                s.set_timeout(Some(handshake_timeout));
-                handles.push(h);
-            }
-            accepted_all.extend(accepted.into_iter().map(|h| (h, port)));
+    /// A bare SYN no flow knows: if an ingress rule listens on its port and admits the
+    /// peer, a new flow takes it, with a socket of its own listening for just this
+    /// connection. Finding the rule is one map lookup, so new connections cost the same
+    /// whatever the number of rules. Otherwise the packet is handed back: it goes to the
+    /// shared set, where no socket listens, and smoltcp answers with a reset.
+    fn accept_syn(&mut self, pkt: Vec<u8>, header: &tcp_demux::TcpHeader) -> Result<(), Vec<u8>> {
+        let (remote, rport, _, port) = header.tuple;
+        let key = (Direction::Ingress, Protocol::Tcp, port, None);
+        if !self.rules.services.contains_key(&key) {
+            return Err(pkt);
         }
-        for (h, port) in accepted_all {
-            let socket = self.stack.sockets.get::<tcp::Socket>(h);
-            let remote = socket.remote_endpoint();
-            let local = socket.local_endpoint();
-            let admitted = remote.and_then(|r| {
-                let src = IpAddr::from(r.addr);
-                let peer = self.wg.owner(src).copied();
-                let origin = Origin {
-                    src,
-                    peer: peer.as_ref(),
-                };
-                self.admit(
-                    (Direction::Ingress, Protocol::Tcp, port, None),
-                    Some(origin),
-                )
-            });
-            let Some(origin) = admitted else {
-                // Refused: the SYN-ACK is out, so the peer gets a reset.
-                self.stack.sockets.get_mut::<tcp::Socket>(h).abort();
-                self.refusing.push(h);
-                continue;
-            };
-            let (Some(r), Some(l)) = (remote, local) else {
-                // Unreachable: a socket past LISTEN has both ends.
-                self.rules.flow_closed(&origin);
-                self.stack.sockets.get_mut::<tcp::Socket>(h).abort();
-                self.refusing.push(h);
-                continue;
-            };
-            let smoltcp::socket::Socket::Tcp(socket) = self.stack.sockets.remove(h) else {
-                continue;
-            };
-            let dest = origin.destination;
-            let id = self.flow_id();
-            debug!(flow = id, port, remote = %r, %dest, "ingress tcp flow");
-            let tuple = (IpAddr::from(r.addr), r.port, IpAddr::from(l.addr), l.port);
-            let mut flow = TcpFlow::new(socket, tuple, None, dest);
-            flow.origin = Some(origin);
-            let t = (IpAddr::from(r.addr), r.port, port);
-            self.syn_guard.insert(t);
-            flow.ingress_tuple = Some(t);
-            // Dialled once the handshake completes (service_tcp), not on a bare SYN.
-            flow.dial_when_established();
-            self.insert_tcp_flow(id, flow);
+        let peer = self.wg.owner(remote).copied();
+        let origin = Origin {
+            src: remote,
+            peer: peer.as_ref(),
+        };
+        let Some(origin) = self.admit(key, Some(origin)) else {
+            return Err(pkt);
+        };
+        let mut socket = self.stack.tcp_socket();
+        // A peer that sends a SYN and no more gets --connect-timeout to complete the
+        // handshake (smoltcp then resets the connection); the flow slot is freed.
+        socket.set_timeout(Some(smoltcp::time::Duration::from_micros(
+            self.tunables.connect_timeout.as_micros() as u64,
+        )));
+        if socket
+            .listen(IpListenEndpoint { addr: None, port })
+            .is_err()
+        {
+            self.rules.flow_closed(&origin);
+            return Err(pkt);
         }
+        let dest = origin.destination;
+        let id = self.flow_id();
+        debug!(flow = id, port, remote = %SocketAddr::new(remote, rport), %dest, "ingress tcp flow");
+        let mut flow = TcpFlow::new(socket, header.tuple, None, dest);
+        flow.origin = Some(origin);
+        let t = (remote, rport, port);
+        self.syn_guard.insert(t);
+        flow.ingress_tuple = Some(t);
+        // Dialled once the handshake completes (service_tcp), not on a bare SYN.
+        flow.dial_when_established();
+        flow.rx.push_back(pkt);
+        self.insert_tcp_flow(id, flow);
+        Ok(())
     }
 
     /// Adds a flow to the table and the demux index, queued for its first poll.
@@ -1196,12 +1153,7 @@ impl Engine {
         for (key, service) in std::mem::take(&mut self.rules.services) {
             match service.listener {
                 Listener::EgressTcp(t) | Listener::EgressUdp(t) => t.iter().for_each(|t| t.abort()),
-                Listener::IngressTcp(handles) => {
-                    self.stack.ports.unreserve(key.2);
-                    for h in handles {
-                        self.stack.sockets.remove(h);
-                    }
-                }
+                Listener::IngressTcp => self.stack.ports.unreserve(key.2),
                 Listener::IngressUdp(h) => {
                     self.stack.ports.unreserve(key.2);
                     self.stack.sockets.remove(h);
@@ -1296,7 +1248,7 @@ impl Engine {
             }
             (Direction::Ingress, Protocol::Tcp) => {
                 self.stack.ports.reserve(port);
-                Listener::IngressTcp(Vec::new())
+                Listener::IngressTcp
             }
             (Direction::Ingress, Protocol::Udp) => {
                 self.stack.ports.reserve(port);
@@ -1316,7 +1268,6 @@ impl Engine {
         self.rules.create(&spec, listener);
         // Ingress listeners exist once the next refill runs; run it now so the port works
         // when the caller hears back.
-        self.refill_listeners();
         info!(rule = %spec, "rule started");
         Ok(())
     }
@@ -1342,12 +1293,7 @@ impl Engine {
                     self.close_egress_udp(id);
                 }
             }
-            Some(Listener::IngressTcp(handles)) => {
-                self.stack.ports.unreserve(rule.rule.port);
-                for h in handles {
-                    self.stack.sockets.remove(h);
-                }
-            }
+            Some(Listener::IngressTcp) => self.stack.ports.unreserve(rule.rule.port),
             Some(Listener::IngressUdp(h)) => {
                 self.stack.ports.unreserve(rule.rule.port);
                 self.stack.sockets.remove(h);

@@ -15,8 +15,8 @@ pub enum Listener {
     EgressTcp(Vec<AbortHandle>),
     /// Host UDP receive tasks, one per bind address (each holds its socket).
     EgressUdp(Vec<AbortHandle>),
-    /// smoltcp sockets in LISTEN state (a backlog, topped up after every poll).
-    IngressTcp(Vec<SocketHandle>),
+    /// Nothing: each new connection gets a socket of its own (`accept_syn`).
+    IngressTcp,
     /// One smoltcp UDP socket bound to the port.
     IngressUdp(SocketHandle),
 }
@@ -310,7 +310,7 @@ mod tests {
         let mut t = RuleTable::default();
         for s in specs {
             if !t.join(s) {
-                t.create(s, Listener::IngressTcp(Vec::new()));
+                t.create(s, Listener::IngressTcp);
             }
         }
         t
