@@ -13,11 +13,11 @@ use super::wg::{WgDevice, WgIo};
 use super::{Command, EngineConfig, EngineError, EngineHandle, EngineStatus, PeerStatus, Tunables};
 use bytes::Bytes;
 use nexd_common::{Direction, Protocol, ProxyRule, RuleSpec};
-use smoltcp::iface::SocketHandle;
+use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::udp as sudp;
 use smoltcp::wire::{IpEndpoint, IpListenEndpoint};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -91,6 +91,16 @@ struct Engine {
     /// Bytes by which TCP buffers have grown beyond their first size, over all flows.
     tcp_grown: usize,
     egress_udp: HashMap<FlowId, EgressUdpFlow>,
+    /// Which egress UDP flow each tunnel address and port belongs to (its packets' route).
+    egress_udp_by_local: HashMap<(IpAddr, u16), FlowId>,
+    /// Egress UDP flows to service in this pump: packets came or datagrams wait to go.
+    udp_dirty: Vec<FlowId>,
+    /// The egress UDP flow of each datagram whose first fragment went to one, so its later
+    /// fragments follow (smoltcp reassembles in whichever set they meet); oldest first.
+    udp_fragments: VecDeque<((IpAddr, IpAddr, u32), FlowId)>,
+    /// Ports of the UDP packets left to the shared set this pump (ingress UDP rules);
+    /// `None`: a packet whose port is unknown (a fragment), so look at every rule.
+    udp_ports: Option<Vec<u16>>,
     egress_udp_index: HashMap<(ServiceKey, SocketAddr), FlowId>,
     ingress_udp: HashMap<FlowId, IngressUdpFlow>,
     ingress_udp_index: HashMap<(u16, IpEndpoint), FlowId>,
@@ -245,6 +255,10 @@ fn run_on_own_runtime(
             tcp_grown: 0,
             syn_guard: SynGuard::default(),
             egress_udp: HashMap::new(),
+            egress_udp_by_local: HashMap::new(),
+            udp_dirty: Vec::new(),
+            udp_fragments: VecDeque::new(),
+            udp_ports: Some(Vec::new()),
             egress_udp_index: HashMap::new(),
             ingress_udp: HashMap::new(),
             ingress_udp_index: HashMap::new(),
@@ -396,7 +410,7 @@ impl Engine {
                 break;
             };
             let Some(header) = tcp_demux::parse(&pkt) else {
-                self.stack.device.rx.push_back(pkt);
+                self.route_udp(pkt);
                 continue;
             };
             let id = self.tcp_index.get(&header.tuple).copied();
@@ -413,6 +427,54 @@ impl Engine {
                 None => self.stack.device.rx.push_back(pkt),
             }
         }
+    }
+
+    /// A packet that is not TCP: to its egress UDP flow, or to the shared set (ingress UDP
+    /// rules, noting its port).
+    fn route_udp(&mut self, pkt: Vec<u8>) {
+        let flow = match tcp_demux::udp_destination(&pkt) {
+            Some(dst) => {
+                let flow = self.egress_udp_by_local.get(&dst).copied();
+                if flow.is_none() {
+                    if let Some(ports) = &mut self.udp_ports {
+                        ports.push(dst.1);
+                    }
+                }
+                flow
+            }
+            None => self.route_udp_fragment(&pkt),
+        };
+        match flow.and_then(|id| self.egress_udp.get_mut(&id).map(|f| (id, f))) {
+            Some((id, f)) => {
+                f.rx.push_back(pkt);
+                mark_udp_dirty(&mut self.udp_dirty, id, f);
+            }
+            None => self.stack.device.rx.push_back(pkt),
+        }
+    }
+
+    /// The egress UDP flow a fragment goes to, if its datagram's first fragment went to
+    /// one. A later fragment that overtakes the first goes to the shared set, where that
+    /// datagram cannot be reassembled: lost, as UDP may be.
+    fn route_udp_fragment(&mut self, pkt: &[u8]) -> Option<FlowId> {
+        // In flight at once; older entries belong to datagrams long complete or lost.
+        const TRACKED: usize = 64;
+        // Not UDP, or a fragment of a datagram for an ingress rule: look at every rule.
+        self.udp_ports = None;
+        let frag = tcp_demux::udp_fragment(pkt)?;
+        if let Some(dst) = frag.first {
+            let id = *self.egress_udp_by_local.get(&dst)?;
+            if self.udp_fragments.len() == TRACKED {
+                self.udp_fragments.pop_front();
+            }
+            self.udp_fragments.push_back((frag.key, id));
+            return Some(id);
+        }
+        self.udp_fragments
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == frag.key)
+            .map(|&(_, id)| id)
     }
 
     /// Queues for servicing the flows whose smoltcp timer is due.
@@ -771,27 +833,27 @@ impl Engine {
             self.counters.ports_exhausted += 1;
             return refuse(self);
         };
-        let h = self.stack.new_udp_flow_socket();
-        if self
-            .stack
-            .sockets
-            .get_mut::<sudp::Socket>(h)
-            .bind(IpListenEndpoint {
-                addr: Some(src.into()),
-                port: sport,
-            })
-            .is_err()
-        {
-            self.stack.sockets.remove(h);
+        let mut socket = self.stack.udp_flow_socket();
+        let bound = socket.bind(IpListenEndpoint {
+            addr: Some(src.into()),
+            port: sport,
+        });
+        if bound.is_err() {
             self.stack.ports.release(src, sport);
             return refuse(self);
         }
+        let mut set = SocketSet::new(Vec::with_capacity(1));
+        let handle = set.add(socket);
         let id = self.flow_id();
         debug!(flow = id, %client, %dest, "egress udp flow");
+        self.egress_udp_by_local.insert((src, sport), id);
         self.egress_udp.insert(
             id,
             EgressUdpFlow {
-                handle: h,
+                set,
+                handle,
+                rx: VecDeque::new(),
+                dirty: false,
                 local: (src, sport),
                 client,
                 host,
@@ -827,21 +889,21 @@ impl Engine {
             return;
         }
         flow.last_active = Instant::now();
-        let (handle, ep): (SocketHandle, IpEndpoint) = (flow.handle, flow.dest.into());
-        let send = |stack: &mut NetStack| {
-            stack
-                .sockets
-                .get_mut::<sudp::Socket>(handle)
+        mark_udp_dirty(&mut self.udp_dirty, id, flow);
+        let ep: IpEndpoint = flow.dest.into();
+        let send = |f: &mut EgressUdpFlow| {
+            f.set
+                .get_mut::<sudp::Socket>(f.handle)
                 .send_slice(&data, ep)
                 .is_ok()
         };
-        // A burst from the host can fill the flow's send queue before the next pump: send
-        // what is queued, then try again.
-        if send(&mut self.stack) {
+        if send(flow) {
             return;
         }
-        self.pump();
-        if !send(&mut self.stack) {
+        // A burst from the host can fill the flow's send queue before the next pump: send
+        // what is queued, then try again.
+        self.stack.poll_flow(&mut flow.set, &mut flow.rx);
+        if !send(flow) {
             self.counters.udp_send_dropped += 1;
         }
     }
@@ -883,9 +945,14 @@ impl Engine {
 
     fn service_udp(&mut self) -> bool {
         let mut progress = false;
-        // Egress replies: tunnel → host client.
-        for flow in self.egress_udp.values_mut() {
-            let s = self.stack.sockets.get_mut::<sudp::Socket>(flow.handle);
+        // Egress flows: datagrams out, replies (tunnel → host client) in.
+        for id in std::mem::take(&mut self.udp_dirty) {
+            let Some(flow) = self.egress_udp.get_mut(&id) else {
+                continue;
+            };
+            flow.dirty = false;
+            progress |= self.stack.poll_flow(&mut flow.set, &mut flow.rx);
+            let s = flow.set.get_mut::<sudp::Socket>(flow.handle);
             while let Ok((data, meta)) = s.recv() {
                 progress = true;
                 if SocketAddr::from((IpAddr::from(meta.endpoint.addr), meta.endpoint.port))
@@ -899,16 +966,34 @@ impl Engine {
                 }
             }
         }
-        // Ingress datagrams: tunnel client → host destination.
-        let ports: Vec<(u16, SocketHandle)> = self
-            .rules
-            .services
-            .iter()
-            .filter_map(|(&(_, _, port, _), s)| match s.listener {
-                Listener::IngressUdp(h) => Some((port, h)),
-                _ => None,
-            })
-            .collect();
+        // Ingress datagrams: tunnel client → host destination, from the rules whose ports
+        // got packets (all of them after a fragment).
+        let touched = std::mem::replace(&mut self.udp_ports, Some(Vec::new()));
+        let ports: Vec<(u16, SocketHandle)> = match touched {
+            Some(mut ports) => {
+                ports.sort_unstable();
+                ports.dedup();
+                ports
+                    .into_iter()
+                    .filter_map(|port| {
+                        let key = (Direction::Ingress, Protocol::Udp, port, None);
+                        match self.rules.services.get(&key)?.listener {
+                            Listener::IngressUdp(h) => Some((port, h)),
+                            _ => None,
+                        }
+                    })
+                    .collect()
+            }
+            None => self
+                .rules
+                .services
+                .iter()
+                .filter_map(|(&(_, _, port, _), s)| match s.listener {
+                    Listener::IngressUdp(h) => Some((port, h)),
+                    _ => None,
+                })
+                .collect(),
+        };
         for (port, h) in ports {
             loop {
                 let s = self.stack.sockets.get_mut::<sudp::Socket>(h);
@@ -1004,7 +1089,7 @@ impl Engine {
             self.closed_since_trim += 1;
             self.rules.flow_closed(&f.origin);
             self.egress_udp_index.remove(&(f.origin.key, f.client));
-            self.stack.sockets.remove(f.handle);
+            self.egress_udp_by_local.remove(&f.local);
             self.stack.ports.release(f.local.0, f.local.1);
             debug!(flow = id, "udp flow closed");
         }
@@ -1398,6 +1483,14 @@ impl Engine {
             f.reader.abort();
         }
         debug!("engine stopped");
+    }
+}
+
+/// Queues an egress UDP flow for servicing in the current pump, once.
+fn mark_udp_dirty(dirty: &mut Vec<FlowId>, id: FlowId, flow: &mut EgressUdpFlow) {
+    if !flow.dirty {
+        flow.dirty = true;
+        dirty.push(id);
     }
 }
 

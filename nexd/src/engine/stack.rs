@@ -153,19 +153,19 @@ impl NetStack {
 
     /// A new UDP socket for a listener.
     pub fn new_udp_socket(&mut self) -> SocketHandle {
-        self.udp_socket(UDP_SLOTS, UDP_PAYLOAD)
+        self.sockets.add(udp_socket(UDP_SLOTS, UDP_PAYLOAD))
     }
 
-    /// A new UDP socket for one flow, with smaller buffers.
-    pub fn new_udp_flow_socket(&mut self) -> SocketHandle {
-        self.udp_socket(UDP_FLOW_SLOTS, UDP_FLOW_PAYLOAD)
+    /// A new UDP socket for one flow, with smaller buffers, in no set yet.
+    pub fn udp_flow_socket(&self) -> udp::Socket<'static> {
+        udp_socket(UDP_FLOW_SLOTS, UDP_FLOW_PAYLOAD)
     }
+}
 
-    fn udp_socket(&mut self, slots: usize, payload: usize) -> SocketHandle {
-        let buffer =
-            || udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; slots], vec![0; payload]);
-        self.sockets.add(udp::Socket::new(buffer(), buffer()))
-    }
+fn udp_socket(slots: usize, payload: usize) -> udp::Socket<'static> {
+    let buffer =
+        || udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; slots], vec![0; payload]);
+    udp::Socket::new(buffer(), buffer())
 }
 
 /// The congestion controller of nexd's TCP flows on the tunnel side.

@@ -2,8 +2,9 @@
 //! (ingress) socket, closed after an idle timeout.
 
 use super::rules::FlowOrigin;
-use smoltcp::iface::SocketHandle;
+use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::wire::IpEndpoint;
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,8 +13,14 @@ use tokio::task::AbortHandle;
 
 /// Host client → tunnel destination.
 pub struct EgressUdpFlow {
-    /// smoltcp socket bound to an ephemeral tunnel port.
+    /// The flow's own socket set (see `tcp_demux`), holding just its socket.
+    pub set: SocketSet<'static>,
+    /// smoltcp socket in `set`, bound to an ephemeral tunnel port.
     pub handle: SocketHandle,
+    /// Packets routed to this flow, waiting for its next poll.
+    pub rx: VecDeque<Vec<u8>>,
+    /// Queued for servicing in the current pump.
+    pub dirty: bool,
     /// Tunnel source address and port.
     pub local: (IpAddr, u16),
     /// Host client address.
