@@ -968,7 +968,7 @@ impl Engine {
         }
         // Ingress datagrams: tunnel client → host destination, from the rules whose ports
         // got packets (all of them after a fragment).
-        let touched = std::mem::replace(&mut self.udp_ports, Some(Vec::new()));
+        let touched = self.udp_ports.replace(Vec::new());
         let ports: Vec<(u16, SocketHandle)> = match touched {
             Some(mut ports) => {
                 ports.sort_unstable();
