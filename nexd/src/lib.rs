@@ -1,6 +1,7 @@
 //! nexd as a library: the engine and the proxy runner, used by the binary and by tests.
 
 pub mod api;
+pub mod bounded_read;
 pub mod cli;
 pub mod config_file;
 pub mod drain;

@@ -218,6 +218,16 @@ pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
     }
     let reloader = std::sync::Arc::new(crate::reload::Reloader::new(&args.config, network.clone()));
     merge_state(&state, &mut network, &mut rules)?;
+    let own = crate::keys::public(&network.private_key);
+    if network.peers.iter().any(|p| p.public_key == own) {
+        return Err(fatal(
+            EX_CONFIG,
+            format!(
+                "state file {}: peer {own} is this interface's own public key; remove it",
+                paths.state_dir.join(crate::state::STATE_FILE).display()
+            ),
+        ));
+    }
     if !(state.rules.is_empty() && state.added_peers.is_empty() && state.removed_peers.is_empty()) {
         info!(
             path = %paths.state_dir.join(crate::state::STATE_FILE).display(),
