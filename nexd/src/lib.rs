@@ -11,5 +11,6 @@ pub mod metrics;
 pub mod page_alloc;
 pub mod proxy;
 pub mod reload;
+pub mod safe_dir;
 pub mod sd_notify;
 pub mod state;

@@ -192,6 +192,11 @@ pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
     // *default* state dir and socket degrade with a warning; paths the user chose are fatal.
     let store = match StateStore::open(&paths.state_dir) {
         Ok(s) => Some(s),
+        // A directory someone else could write is a misconfiguration to fix, never to
+        // work around silently, default or not.
+        Err(e @ crate::state::StateError::Unsafe(_)) => {
+            return Err(fatal(EX_CONFIG, e.to_string()))
+        }
         Err(e) if !paths.state_dir_chosen => {
             warn!("{e}; runtime changes will not be saved (set --state-dir)");
             None
@@ -240,6 +245,7 @@ pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
     let endpoints = resolve_endpoints(&network)?;
     let listener = match api::bind_private(&paths.unix_socket).await {
         Ok(l) => Some(l),
+        Err(e @ api::BindError::Unsafe(_)) => return Err(fatal(EX_CONFIG, e.to_string())),
         Err(api::BindError::Other(e)) if !paths.unix_socket_chosen => {
             warn!("{e}; the control API is off (set --unix-socket)");
             None
