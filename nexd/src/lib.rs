@@ -14,3 +14,4 @@ pub mod reload;
 pub mod safe_dir;
 pub mod sd_notify;
 pub mod state;
+pub mod status_dump;
