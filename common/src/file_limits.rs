@@ -30,8 +30,10 @@ pub const MAX_RULES: usize = 4_096;
 /// Most entries of one rule's allow-list in a state file.
 pub const MAX_ALLOW_LIST: usize = 1_024;
 
-/// Longest string field of a state file (a rule, a key, an address, an endpoint).
-pub const MAX_FIELD_LEN: usize = 1_024;
+/// Longest string field of a state file (a rule line, a key, an address, an endpoint):
+/// twice the longest rule the API takes, since a saved rule line also holds its direction,
+/// so that whatever nexd saved it can read back.
+pub const MAX_FIELD_LEN: usize = 2_048;
 
 /// How much of an offending value an error message quotes.
 pub const QUOTE_CHARS: usize = 64;

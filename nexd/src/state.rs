@@ -455,7 +455,7 @@ mod tests {
         for (text, want) in [
             (
                 format!("{{\"rules\":[\"{long}\"]}}"),
-                "longer than 1024 bytes",
+                "longer than 2048 bytes",
             ),
             (
                 serde_json::json!({ "rules": many }).to_string(),

@@ -294,7 +294,7 @@ fn oversized_config_and_state_files_are_refused_briefly() {
     .unwrap();
     let err = one_line_exit(&proxy_args(&s(&state), &socket, &s(&conf)), EX_CONFIG);
     assert!(
-        err.contains(&s(&file)) && err.contains("longer than 1024 bytes"),
+        err.contains(&s(&file)) && err.contains("longer than 2048 bytes"),
         "{err}"
     );
     assert!(
