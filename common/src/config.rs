@@ -1,5 +1,6 @@
 //! wg-quick style INI configuration, parsed into a typed [`NetworkConfig`].
 
+use crate::file_limits::{clip, MAX_ALLOWED_IPS, MAX_CONFIG_LINE, MAX_PEERS};
 use crate::key::{Key, KeyError};
 use ipnet::IpNet;
 use std::net::IpAddr;
@@ -29,6 +30,9 @@ pub struct NetworkConfig {
     pub mtu: Option<u16>,
     /// Peers, in file order.
     pub peers: Vec<PeerConfig>,
+    /// The line of each peer's `[Peer]` header, in the order of `peers`, so errors found
+    /// after parsing (a peer with the node's own key) can name it.
+    pub peer_lines: Vec<usize>,
     /// Ignored wg-quick keys, as `(line, key)`, so the caller can warn about them.
     pub ignored: Vec<(usize, String)>,
 }
@@ -85,6 +89,24 @@ pub enum ConfigError {
         key: &'static str,
         line: Option<usize>,
     },
+    /// The same public key in two `[Peer]` sections.
+    #[error("line {line}: peer {key} is already listed in the [Peer] section at line {first}")]
+    DuplicatePeer {
+        line: usize,
+        first: usize,
+        key: String,
+    },
+    /// More `[Peer]` sections than nexd accepts.
+    #[error("line {line}: more than {max} [Peer] sections")]
+    TooManyPeers { line: usize, max: usize },
+    /// A line longer than any valid line (which bounds what an error may quote).
+    #[error("line {line}: longer than {max} bytes ({len}): {text:?}")]
+    LineTooLong {
+        line: usize,
+        len: usize,
+        max: usize,
+        text: String,
+    },
     /// No [Interface] section at all, or more than one.
     #[error("expected exactly one [Interface] section, found {0}")]
     InterfaceCount(usize),
@@ -136,8 +158,8 @@ enum Section {
 fn invalid(line: usize, key: &str, value: &str, reason: impl ToString) -> ConfigError {
     ConfigError::InvalidValue {
         line,
-        key: key.to_string(),
-        value: value.to_string(),
+        key: clip(key),
+        value: clip(value),
         reason: reason.to_string(),
     }
 }
@@ -145,7 +167,7 @@ fn invalid(line: usize, key: &str, value: &str, reason: impl ToString) -> Config
 fn conflict(line: usize, key: &str, other: &'static str) -> ConfigError {
     ConfigError::Conflict {
         line,
-        key: key.to_string(),
+        key: clip(key),
         other,
     }
 }
@@ -170,6 +192,19 @@ fn parse_cidrs(line: usize, key: &str, value: &str) -> Result<Vec<IpNet>, Config
         .collect()
 }
 
+/// Refuses more than [`MAX_ALLOWED_IPS`] entries in one list (over all its lines).
+fn check_count(line: usize, key: &str, value: &str, n: usize) -> Result<(), ConfigError> {
+    if n > MAX_ALLOWED_IPS {
+        return Err(invalid(
+            line,
+            key,
+            value,
+            format!("more than {MAX_ALLOWED_IPS} entries"),
+        ));
+    }
+    Ok(())
+}
+
 fn parse_num<T: std::str::FromStr>(line: usize, key: &str, value: &str) -> Result<T, ConfigError>
 where
     T::Err: std::fmt::Display,
@@ -181,7 +216,7 @@ fn set_once<T>(slot: &mut Option<T>, v: T, line: usize, key: &str) -> Result<(),
     if slot.is_some() {
         return Err(ConfigError::Duplicate {
             line,
-            key: key.to_string(),
+            key: clip(key),
         });
     }
     *slot = Some(v);
@@ -230,6 +265,14 @@ impl NetworkConfig {
 
         for (idx, raw) in text.lines().enumerate() {
             let line = idx + 1;
+            if raw.len() > MAX_CONFIG_LINE {
+                return Err(ConfigError::LineTooLong {
+                    line,
+                    len: raw.len(),
+                    max: MAX_CONFIG_LINE,
+                    text: clip(raw.trim()),
+                });
+            }
             let content = raw.split('#').next().unwrap_or("").trim();
             if content.is_empty() {
                 continue;
@@ -246,6 +289,12 @@ impl NetworkConfig {
                         }
                         Section::Interface
                     }
+                    "peer" if peers.len() >= MAX_PEERS => {
+                        return Err(ConfigError::TooManyPeers {
+                            line,
+                            max: MAX_PEERS,
+                        })
+                    }
                     "peer" => Section::Peer(PeerDraft {
                         line,
                         public_key: None,
@@ -257,7 +306,7 @@ impl NetworkConfig {
                     _ => {
                         return Err(ConfigError::UnknownSection {
                             line,
-                            name: name.to_string(),
+                            name: clip(name),
                         })
                     }
                 });
@@ -266,7 +315,7 @@ impl NetworkConfig {
             let Some((key, value)) = content.split_once('=') else {
                 return Err(ConfigError::Syntax {
                     line,
-                    text: raw.trim().to_string(),
+                    text: clip(raw.trim()),
                 });
             };
             let (key, value) = (key.trim(), value.trim());
@@ -275,7 +324,7 @@ impl NetworkConfig {
                 None => {
                     return Err(ConfigError::NoSection {
                         line,
-                        key: key.to_string(),
+                        key: clip(key),
                     })
                 }
                 Some(Section::Interface) => match lower.as_str() {
@@ -307,6 +356,7 @@ impl NetworkConfig {
                     "address" => {
                         let mut list = iface.addresses.take().unwrap_or_default();
                         list.extend(parse_cidrs(line, key, value)?);
+                        check_count(line, key, value, list.len())?;
                         iface.addresses = Some(list);
                     }
                     "listenport" => set_once(
@@ -327,7 +377,7 @@ impl NetworkConfig {
                         return Err(ConfigError::UnknownKey {
                             line,
                             section: "Interface",
-                            key: key.to_string(),
+                            key: clip(key),
                         })
                     }
                 },
@@ -344,6 +394,7 @@ impl NetworkConfig {
                     "allowedips" => {
                         let mut list = p.allowed_ips.take().unwrap_or_default();
                         list.extend(parse_cidrs(line, key, value)?);
+                        check_count(line, key, value, list.len())?;
                         p.allowed_ips = Some(list);
                     }
                     "endpoint" => {
@@ -361,7 +412,7 @@ impl NetworkConfig {
                         return Err(ConfigError::UnknownKey {
                             line,
                             section: "Peer",
-                            key: key.to_string(),
+                            key: clip(key),
                         })
                     }
                 },
@@ -383,7 +434,7 @@ impl NetworkConfig {
             (None, Some((line, path))) => {
                 let key_file = |reason: String| ConfigError::KeyFile {
                     line,
-                    path: path.clone(),
+                    path: clip(&path),
                     reason,
                 };
                 let text = read_key_file(&path).map_err(key_file)?;
@@ -397,6 +448,21 @@ impl NetworkConfig {
             .addresses
             .filter(|a| !a.is_empty())
             .ok_or_else(|| missing("Interface", "Address"))?;
+        let mut first_line: std::collections::HashMap<[u8; 32], usize> =
+            std::collections::HashMap::new();
+        for p in &peers {
+            if let Some(k) = p.public_key {
+                if let Some(&first) = first_line.get(&k.0) {
+                    return Err(ConfigError::DuplicatePeer {
+                        line: p.line,
+                        first,
+                        key: k.to_string(),
+                    });
+                }
+                first_line.insert(k.0, p.line);
+            }
+        }
+        let peer_lines = peers.iter().map(|p| p.line).collect();
         let peers = peers
             .into_iter()
             .map(|p| {
@@ -419,6 +485,7 @@ impl NetworkConfig {
             listen_port: iface.listen_port.filter(|&p| p != 0),
             mtu: iface.mtu,
             peers,
+            peer_lines,
             ignored,
         })
     }
@@ -591,6 +658,60 @@ mod tests {
         let text = "[Interface]\nPrivateKeyFile =\nAddress = 10.0.0.1\n";
         let err = NetworkConfig::parse_with(text, |_| Ok(K1.to_string())).unwrap_err();
         assert!(err.to_string().contains("line 2: invalid PrivateKeyFile"));
+    }
+
+    #[test]
+    fn a_peer_listed_twice_names_both_sections() {
+        let text = format!(
+            "[Interface]\nPrivateKey = {K1}\nAddress = 10.0.0.1\n[Peer]\nPublicKey = {K2}\n\
+             \n[Peer]\nPublicKey = {K2}\n"
+        );
+        let err = NetworkConfig::parse(&text).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!("line 7: peer {K2} is already listed in the [Peer] section at line 4")
+        );
+        let text = format!(
+            "[Interface]\nPrivateKey = {K1}\nAddress = 10.0.0.1\n[Peer]\nPublicKey = {K2}\n\
+             [Peer]\nPublicKey = {K1}\n"
+        );
+        assert_eq!(NetworkConfig::parse(&text).unwrap().peer_lines, vec![4, 6]);
+    }
+
+    #[test]
+    fn huge_values_give_short_errors_and_lists_are_capped() {
+        let iface = format!("[Interface]\nPrivateKey = {K1}\nAddress = 10.0.0.1/32\n");
+        let huge = "x".repeat(MAX_CONFIG_LINE + 1);
+        let long = "y".repeat(MAX_CONFIG_LINE - 100);
+        for (text, want) in [
+            (
+                format!("{iface}{huge}\n"),
+                "line 4: longer than 65536 bytes",
+            ),
+            (format!("{iface}{long}\n"), "line 4: cannot parse"),
+            (format!("{iface}{long} = 1\n"), "line 4: unknown key"),
+            (format!("{iface}MTU = {long}\n"), "line 4: invalid MTU"),
+            (format!("[{long}]\n"), "line 1: unknown section"),
+        ] {
+            let err = NetworkConfig::parse(&text).unwrap_err().to_string();
+            assert!(err.contains(want), "{want}: {}", clip(&err));
+            assert!(err.len() < 300, "{} bytes: {}", err.len(), clip(&err));
+        }
+        let ips = (0..=MAX_ALLOWED_IPS)
+            .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256))
+            .collect::<Vec<_>>();
+        let text = format!(
+            "{iface}[Peer]\nPublicKey = {K2}\nAllowedIPs = {}\nAllowedIPs = {}\n",
+            ips[..10].join(","),
+            ips[10..].join(",")
+        );
+        let err = NetworkConfig::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("line 7: invalid AllowedIPs"), "{}", clip(&err));
+        assert!(err.contains("more than 1024 entries"), "{}", clip(&err));
+        assert!(err.len() < 300, "{}", clip(&err));
+        let text = format!("{iface}{}", "[Peer]\n".repeat(MAX_PEERS + 1));
+        let err = NetworkConfig::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("more than 16384 [Peer] sections"), "{err}");
     }
 
     proptest! {

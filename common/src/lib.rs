@@ -5,6 +5,7 @@ pub mod allow;
 pub mod api;
 pub mod clidoc;
 pub mod config;
+pub mod file_limits;
 pub mod key;
 pub mod paths;
 pub mod rule;

@@ -2,11 +2,15 @@
 //! private key inline or in a `PrivateKeyFile`, warning (as wg-quick does) about a key file,
 //! or a config file holding a PrivateKey or PresharedKey, that group or others may read.
 //!
+//! Reads are bounded ([`MAX_CONFIG_BYTES`], [`MAX_KEY_FILE_BYTES`]): `--config /dev/zero`
+//! is an error, not an out-of-memory kill. A peer with the node's own public key is refused.
+//!
 //! Parsing stays pure in nexd-common ([`NetworkConfig::parse_with`]); this module does the I/O.
 
+use crate::bounded_read::{read_file, read_text, BoundedReadError};
 use crate::proxy::Fatal;
+use nexd_common::file_limits::{MAX_CONFIG_BYTES, MAX_KEY_FILE_BYTES};
 use nexd_common::NetworkConfig;
-use std::io::Read as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -34,16 +38,15 @@ pub fn load(path: &Path) -> Result<NetworkConfig, Fatal> {
     } else {
         path.display().to_string()
     };
-    let text = if from_stdin {
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .map(|_| s)
-            .map_err(|e| fatal(EX_NOINPUT, format!("cannot read config from stdin: {e}")))?
+    let read = if from_stdin {
+        read_text(std::io::stdin().lock(), MAX_CONFIG_BYTES)
     } else {
-        std::fs::read_to_string(path)
-            .map_err(|e| fatal(EX_NOINPUT, format!("cannot read config {name}: {e}")))?
+        read_file(path, MAX_CONFIG_BYTES)
     };
+    let text = read.map_err(|e| match e {
+        BoundedReadError::Io(e) => fatal(EX_NOINPUT, format!("cannot read config {name}: {e}")),
+        e => fatal(EX_CONFIG, format!("config {name}: {e}")),
+    })?;
     let base = if from_stdin {
         PathBuf::new()
     } else {
@@ -53,9 +56,23 @@ pub fn load(path: &Path) -> Result<NetworkConfig, Fatal> {
     let cfg = NetworkConfig::parse_with(&text, |p| {
         let full = base.join(p);
         key_file = Some(full.clone());
-        std::fs::read_to_string(&full).map_err(|e| format!("cannot read {}: {e}", full.display()))
+        read_file(&full, MAX_KEY_FILE_BYTES).map_err(|e| match e {
+            BoundedReadError::Io(e) => format!("cannot read {}: {e}", full.display()),
+            e => format!("{}: {e}", full.display()),
+        })
     })
     .map_err(|e| fatal(EX_CONFIG, format!("config {name}: {e}")))?;
+    let own = crate::keys::public(&cfg.private_key);
+    if let Some(i) = cfg.peers.iter().position(|p| p.public_key == own) {
+        let line = cfg.peer_lines.get(i).copied().unwrap_or(0);
+        return Err(fatal(
+            EX_CONFIG,
+            format!(
+                "config {name}: line {line}: peer {own} is this interface's own public key; \
+                 a node cannot be its own peer"
+            ),
+        ));
+    }
     for (line, key) in &cfg.ignored {
         warn!("config {name}: line {line}: {key} is for the kernel interface; ignored");
     }

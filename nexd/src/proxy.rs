@@ -185,6 +185,7 @@ impl Drop for RemoveOnDrop {
 
 /// Runs the proxy until SIGINT/SIGTERM.
 pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
+    let signals = Signals::install();
     let mut rules = parse_rules(&args)?;
     let drain_timeout = Duration::from_secs(args.drain_timeout);
     let mut network = load_config(&args.config)?;
@@ -192,6 +193,11 @@ pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
     // *default* state dir and socket degrade with a warning; paths the user chose are fatal.
     let store = match StateStore::open(&paths.state_dir) {
         Ok(s) => Some(s),
+        // A directory someone else could write is a misconfiguration to fix, never to
+        // work around silently, default or not.
+        Err(e @ crate::state::StateError::Unsafe(_)) => {
+            return Err(fatal(EX_CONFIG, e.to_string()))
+        }
         Err(e) if !paths.state_dir_chosen => {
             warn!("{e}; runtime changes will not be saved (set --state-dir)");
             None
@@ -218,6 +224,16 @@ pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
     }
     let reloader = std::sync::Arc::new(crate::reload::Reloader::new(&args.config, network.clone()));
     merge_state(&state, &mut network, &mut rules)?;
+    let own = crate::keys::public(&network.private_key);
+    if network.peers.iter().any(|p| p.public_key == own) {
+        return Err(fatal(
+            EX_CONFIG,
+            format!(
+                "state file {}: peer {own} is this interface's own public key; remove it",
+                paths.state_dir.join(crate::state::STATE_FILE).display()
+            ),
+        ));
+    }
     if !(state.rules.is_empty() && state.added_peers.is_empty() && state.removed_peers.is_empty()) {
         info!(
             path = %paths.state_dir.join(crate::state::STATE_FILE).display(),
@@ -230,6 +246,7 @@ pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
     let endpoints = resolve_endpoints(&network)?;
     let listener = match api::bind_private(&paths.unix_socket).await {
         Ok(l) => Some(l),
+        Err(e @ api::BindError::Unsafe(_)) => return Err(fatal(EX_CONFIG, e.to_string())),
         Err(api::BindError::Other(e)) if !paths.unix_socket_chosen => {
             warn!("{e}; the control API is off (set --unix-socket)");
             None
@@ -319,12 +336,19 @@ pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
     }
     let mut task = task;
     let engine_failure = tokio::select! {
-        _ = wait_for_signal(&cancel, || {
+        _ = wait_for_signal(signals, &cancel, |sig| {
             let (handle, runtime, reloader) = (handle.clone(), runtime.clone(), reloader.clone());
             async move {
-                match reloader.reload(&handle, &runtime).await {
-                    Ok(r) => crate::reload::log_report(&r, "SIGHUP"),
-                    Err(e) => warn!("reload on SIGHUP failed, running configuration kept: {e}"),
+                match sig {
+                    Signal::Hup => match reloader.reload(&handle, &runtime).await {
+                        Ok(r) => crate::reload::log_report(&r, "SIGHUP"),
+                        Err(e) => warn!("reload on SIGHUP failed, running configuration kept: {e}"),
+                    },
+                    Signal::Usr1 => match handle.status().await {
+                        Ok(st) => crate::status_dump::log_status(&st, "SIGUSR1"),
+                        Err(e) => warn!("status on SIGUSR1: {e}"),
+                    },
+                    Signal::Usr2 => info!("SIGUSR2 received: it has no use yet and is ignored"),
                 }
             }
         }) => None,
@@ -360,18 +384,66 @@ pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
 /// sysexits EX_SOFTWARE: an internal error.
 const EX_SOFTWARE: u8 = 70;
 
-/// Waits for SIGTERM or SIGINT; on each SIGHUP runs `on_hup` (a reload) and goes on.
-async fn wait_for_signal<F, Fut>(cancel: &CancellationToken, mut on_hup: F)
-where
-    F: FnMut() -> Fut,
+/// The streams of the signals that must not stop nexd, installed first thing so that one
+/// arriving during start-up waits for the main loop instead of taking its default action
+/// (terminate). SIGTERM and SIGINT keep their default until the main loop: a start that
+/// hangs (say, on DNS) can still be stopped.
+struct Signals {
+    hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers; `None` if the runtime cannot (then only cancellation stops
+    /// nexd, as before).
+    fn install() -> Option<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Some(Signals {
+            hup: signal(SignalKind::hangup()).ok()?,
+            usr1: signal(SignalKind::user_defined1()).ok()?,
+            usr2: signal(SignalKind::user_defined2()).ok()?,
+        })
+    }
+}
+
+/// Signals that do something other than stop nexd.
+#[derive(Debug, Clone, Copy)]
+enum Signal {
+    /// Reload the config file.
+    Hup,
+    /// Log a status summary.
+    Usr1,
+    /// No use yet; handled so that its default action (terminate) cannot kill nexd.
+    Usr2,
+}
+
+/// Waits for SIGTERM or SIGINT; on each SIGHUP, SIGUSR1 or SIGUSR2 runs `on_signal` and
+/// goes on. Installing the handlers replaces the default action of SIGUSR1/2 (terminate,
+/// leaving the socket file behind).
+async fn wait_for_signal<F, Fut>(
+    signals: Option<Signals>,
+    cancel: &CancellationToken,
+    mut on_signal: F,
+) where
+    F: FnMut(Signal) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+    let (
+        Some(Signals {
+            mut hup,
+            mut usr1,
+            mut usr2,
+        }),
+        Ok(mut term),
+        Ok(mut int),
+    ) = (
+        signals,
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
+    )
+    else {
         cancel.cancelled().await;
         return;
     };
@@ -379,7 +451,9 @@ where
         tokio::select! {
             _ = term.recv() => return,
             _ = int.recv() => return,
-            _ = hup.recv() => on_hup().await,
+            _ = hup.recv() => on_signal(Signal::Hup).await,
+            _ = usr1.recv() => on_signal(Signal::Usr1).await,
+            _ = usr2.recv() => on_signal(Signal::Usr2).await,
             _ = cancel.cancelled() => return,
         }
     }

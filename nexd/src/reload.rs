@@ -122,6 +122,7 @@ impl Reloader {
         let interface = (*applied).clone();
         *applied = NetworkConfig {
             peers: new.peers,
+            peer_lines: new.peer_lines,
             ..interface
         };
         Ok(report)

@@ -3,7 +3,15 @@
 //! One JSON file in the state directory (0700), mode 0600, replaced atomically: write a temp
 //! file, fsync it, rename over the old one, fsync the directory. A kill at any moment leaves
 //! either the old or the new file.
+//!
+//! The directory is trusted only if no other user can write it ([`crate::safe_dir`]); even
+//! so, nexd never follows a symlink there: the state file is opened with `O_NOFOLLOW`, and
+//! the temp file gets a random name and is created with `O_CREAT|O_EXCL|O_NOFOLLOW`.
 
+use crate::bounded_read::{read_text, BoundedReadError};
+use nexd_common::file_limits::{
+    clip, MAX_ALLOWED_IPS, MAX_ALLOW_LIST, MAX_FIELD_LEN, MAX_PEERS, MAX_RULES, MAX_STATE_BYTES,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{self, DirBuilder, OpenOptions};
@@ -13,6 +21,11 @@ use std::path::{Path, PathBuf};
 
 /// File name inside the state directory.
 pub const STATE_FILE: &str = "state.json";
+
+/// Temp files are `.state.json.<16 hex digits>.tmp`.
+const TMP_PREFIX: &str = ".state.json.";
+/// See [`TMP_PREFIX`].
+const TMP_SUFFIX: &str = ".tmp";
 
 /// A peer added at runtime.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +108,17 @@ pub enum StateError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The directory is one another user could write (or cannot be checked).
+    #[error("{0}")]
+    Unsafe(String),
+    /// The file is a symlink, not a regular file, or too large.
+    #[error("state file {path}: {reason}")]
+    Refused {
+        /// The file.
+        path: PathBuf,
+        /// Why, in words.
+        reason: String,
+    },
     /// Not valid state JSON.
     #[error("state file {path} is corrupt: {reason}; fix or remove it")]
     Corrupt {
@@ -112,7 +136,8 @@ pub struct StateStore {
 }
 
 impl StateStore {
-    /// Uses `dir`, creating it 0700 if missing.
+    /// Uses `dir`, creating it 0700 if missing; refuses a directory another user could
+    /// write ([`StateError::Unsafe`]).
     pub fn open(dir: &Path) -> Result<Self, StateError> {
         let io = |source| StateError::Io {
             path: dir.to_path_buf(),
@@ -125,6 +150,8 @@ impl StateStore {
                 .create(dir)
                 .map_err(io)?;
         }
+        crate::safe_dir::check(dir, "state directory").map_err(StateError::Unsafe)?;
+        remove_stale_temp_files(dir);
         Ok(StateStore {
             dir: dir.to_path_buf(),
             path: dir.join(STATE_FILE),
@@ -136,15 +163,42 @@ impl StateStore {
         &self.path
     }
 
-    /// Loads the state; a missing file is an empty state.
+    /// Loads the state; a missing file is an empty state. A symlink, anything but a regular
+    /// file, or a file over [`MAX_STATE_BYTES`] is refused.
     pub fn load(&self) -> Result<State, StateError> {
-        let text = match fs::read_to_string(&self.path) {
-            Ok(t) => t,
+        let refused = |reason: String| StateError::Refused {
+            path: self.path.clone(),
+            reason,
+        };
+        let io = |source| StateError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&self.path)
+        {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
-            Err(source) => {
-                return Err(StateError::Io {
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(refused(
+                    "is a symbolic link; refusing to follow it (remove it)".into(),
+                ))
+            }
+            Err(source) => return Err(io(source)),
+        };
+        if !file.metadata().map_err(io)?.is_file() {
+            return Err(refused("is not a regular file".into()));
+        }
+        let text = match read_text(file, MAX_STATE_BYTES) {
+            Ok(t) => t,
+            Err(BoundedReadError::Io(source)) => return Err(io(source)),
+            Err(e @ BoundedReadError::TooLarge { .. }) => return Err(refused(e.to_string())),
+            Err(BoundedReadError::NotText) => {
+                return Err(StateError::Corrupt {
                     path: self.path.clone(),
-                    source,
+                    reason: "not UTF-8 text".into(),
                 })
             }
         };
@@ -160,27 +214,117 @@ impl StateStore {
             let path = path.to_path_buf();
             move |source| StateError::Io { path, source }
         };
-        let tmp = self.dir.join(format!(".{STATE_FILE}.tmp"));
         let json = serde_json::to_vec_pretty(state).map_err(|e| StateError::Corrupt {
             path: self.path.clone(),
             reason: e.to_string(),
         })?;
+        // A fresh random name, created exclusively and never through a symlink: whatever
+        // sits in the directory is never opened for writing.
+        let tmp = self.dir.join(format!(
+            "{TMP_PREFIX}{:016x}{TMP_SUFFIX}",
+            rand::random::<u64>()
+        ));
         let mut f = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .mode(0o600)
             .open(&tmp)
             .map_err(io(&tmp))?;
-        f.write_all(&json).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
+        let written = f
+            .write_all(&json)
+            .and_then(|_| f.sync_all())
+            .map_err(io(&tmp));
         drop(f);
-        fs::rename(&tmp, &self.path).map_err(io(&self.path))?;
+        if let Err(e) = written.and_then(|_| fs::rename(&tmp, &self.path).map_err(io(&self.path))) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
         fs::File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(io(&self.dir))?;
         Ok(())
     }
+}
+
+/// Removes temp files a crash left between create and rename. Only names nexd makes are
+/// touched, only regular files, and `remove_file` unlinks a name without following it.
+fn remove_stale_temp_files(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let is_ours = name
+            .strip_prefix(TMP_PREFIX)
+            .and_then(|n| n.strip_suffix(TMP_SUFFIX))
+            .is_some_and(|hex| hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+        if is_ours && entry.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Refuses a string longer than [`MAX_FIELD_LEN`], quoting only its start.
+fn check_len(what: &str, s: &str) -> Result<(), String> {
+    if s.len() > MAX_FIELD_LEN {
+        return Err(format!(
+            "{what} {:?} is longer than {MAX_FIELD_LEN} bytes",
+            clip(s)
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a list longer than `max`.
+fn check_count(what: &str, n: usize, max: usize) -> Result<(), String> {
+    if n > max {
+        return Err(format!("more than {max} {what} ({n})"));
+    }
+    Ok(())
+}
+
+/// Checks every count and string length against the caps, before anything is parsed
+/// further (and before an error could quote a huge value).
+fn check_sizes(state: &State) -> Result<(), String> {
+    check_count("rules", state.rules.len(), MAX_RULES)?;
+    check_count("added peers", state.added_peers.len(), MAX_PEERS)?;
+    check_count("removed peers", state.removed_peers.len(), MAX_PEERS)?;
+    check_count("allow-lists", state.allowed_peers.len(), MAX_RULES)?;
+    if let Some(k) = &state.interface {
+        check_len("interface", k)?;
+    }
+    for r in &state.rules {
+        check_len("rule", r)?;
+    }
+    for k in &state.removed_peers {
+        check_len("removed peer", k)?;
+    }
+    for p in &state.added_peers {
+        check_len("peer", &p.public_key)?;
+        check_count(
+            "allowed IPs of a peer",
+            p.allowed_ips.len(),
+            MAX_ALLOWED_IPS,
+        )?;
+        for s in p
+            .allowed_ips
+            .iter()
+            .chain(p.endpoint.iter())
+            .chain(p.preshared_key.iter())
+        {
+            check_len("peer field", s)?;
+        }
+    }
+    for (rule, list) in &state.allowed_peers {
+        check_len("allow-list rule", rule)?;
+        check_count("allow-list entries of a rule", list.len(), MAX_ALLOW_LIST)?;
+        for e in list {
+            check_len("allow-list entry", e)?;
+        }
+    }
+    Ok(())
 }
 
 /// Parses and validates state JSON.
@@ -189,18 +333,26 @@ pub fn parse(text: &str) -> Result<State, String> {
     if !text.trim_start().starts_with('{') {
         return Err("expected a JSON object".into());
     }
-    let state: State = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let state: State = serde_json::from_str(text).map_err(|e| {
+        // serde quotes unknown fields and mistyped values whole: keep the start and the place.
+        let full = e.to_string();
+        match clip(&full) {
+            short if short == full => full,
+            short => format!("{short} at line {} column {}", e.line(), e.column()),
+        }
+    })?;
     if state.version != 1 {
         return Err(format!("unsupported version {}", state.version));
     }
+    check_sizes(&state)?;
     for r in &state.rules {
         r.parse::<nexd_common::ProxyRule>()
-            .map_err(|e| format!("rule {r:?}: {e}"))?;
+            .map_err(|e| format!("rule {:?}: {}", clip(r), clip(&e.to_string())))?;
     }
     for p in &state.added_peers {
         p.public_key
             .parse::<nexd_common::Key>()
-            .map_err(|e| format!("peer {:?}: {e}", p.public_key))?;
+            .map_err(|e| format!("peer {:?}: {e}", clip(&p.public_key)))?;
     }
     Ok(state)
 }
@@ -248,6 +400,73 @@ mod tests {
             let e = store.load().unwrap_err().to_string();
             assert!(e.contains(&store.path().display().to_string()), "{e}");
             assert!(e.contains("corrupt"), "{e}");
+        }
+    }
+
+    #[test]
+    fn symlinks_are_never_followed_and_temp_names_are_fresh() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = StateStore::open(tmp.path()).unwrap();
+        let target = tmp.path().join("precious");
+        fs::write(&target, "keep me").unwrap();
+        // The old fixed temp name, planted as a symlink: never opened.
+        let planted = tmp.path().join(".state.json.tmp");
+        std::os::unix::fs::symlink(&target, &planted).unwrap();
+        store.save(&State::default()).unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), "keep me");
+        assert!(fs::symlink_metadata(&planted).unwrap().is_symlink());
+        // Only state.json and the planted link: the temp file was renamed.
+        let mut names: Vec<_> = fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, [".state.json.tmp", "precious", "state.json"]);
+        // state.json as a symlink is refused, naming it.
+        fs::remove_file(store.path()).unwrap();
+        std::os::unix::fs::symlink(&target, store.path()).unwrap();
+        let e = store.load().unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        assert!(e.contains(&store.path().display().to_string()), "{e}");
+    }
+
+    #[test]
+    fn stale_temp_files_of_ours_are_removed_and_nothing_else() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ours = tmp.path().join(".state.json.0123456789abcdef.tmp");
+        let other = tmp.path().join(".state.json.tmp");
+        fs::write(&ours, "x").unwrap();
+        fs::write(&other, "x").unwrap();
+        StateStore::open(tmp.path()).unwrap();
+        assert!(!ours.exists());
+        assert!(other.exists());
+    }
+
+    #[test]
+    fn oversized_files_counts_and_fields_are_refused_briefly() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = StateStore::open(tmp.path()).unwrap();
+        let f = fs::File::create(store.path()).unwrap();
+        f.set_len(MAX_STATE_BYTES + 1).unwrap();
+        let e = store.load().unwrap_err().to_string();
+        assert!(e.contains("larger than"), "{e}");
+        let long = "x".repeat(MAX_FIELD_LEN + 1);
+        let many = vec!["egress tcp:1:10.0.0.1:1"; MAX_RULES + 1];
+        for (text, want) in [
+            (
+                format!("{{\"rules\":[\"{long}\"]}}"),
+                "longer than 2048 bytes",
+            ),
+            (
+                serde_json::json!({ "rules": many }).to_string(),
+                "more than 4096 rules",
+            ),
+            (format!("{{\"{long}\":1}}"), "unknown field"),
+            (format!("{{\"version\":\"{long}\"}}"), "invalid type"),
+        ] {
+            let e = parse(&text).unwrap_err();
+            assert!(e.contains(want), "{want}: {e}");
+            assert!(e.len() < 200, "{e}");
         }
     }
 }

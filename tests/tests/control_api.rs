@@ -1,6 +1,6 @@
 //! The gRPC API and nexctl, end to end: real daemons, real sockets, real traffic.
 
-use nexd_e2e::nexd::{run_to_exit, Keypair};
+use nexd_e2e::nexd::{run_to_exit_as, Keypair};
 use nexd_e2e::pair::{nexctl_as, Pair};
 use nexd_e2e::traffic::{echo_server, local, tcp_echo_roundtrip};
 use nexd_e2e::{free_port, is_root, skip, wait_until};
@@ -352,7 +352,9 @@ fn socket_is_private_single_owner_and_replaces_stale_ones() {
     let socket = p.a.socket.display().to_string();
     let state = p.a.state_dir.display().to_string();
     let conf = p.a.conf.display().to_string();
-    let (code, err) = run_to_exit(
+    // As the first daemon's user: root would refuse the directories nobody owns.
+    let (code, err) = run_to_exit_as(
+        true,
         &[
             "--state-dir",
             &state,
@@ -448,7 +450,14 @@ fn corrupt_state_file_names_the_file() {
     std::fs::create_dir_all(&p.a.state_dir).unwrap();
     let f = p.a.state_dir.join("state.json");
     std::fs::write(&f, "{ not json").unwrap();
-    let (code, err) = run_to_exit(
+    if is_root() {
+        // The state dir must be the daemon's own (nexd runs as nobody, below).
+        for x in [&p.a.state_dir, &f] {
+            std::os::unix::fs::chown(x, Some(65534), Some(65534)).unwrap();
+        }
+    }
+    let (code, err) = run_to_exit_as(
+        true,
         &[
             "--state-dir",
             &p.a.state_dir.display().to_string(),
@@ -495,7 +504,9 @@ fn a_state_file_of_another_interface_is_refused_naming_both_keys() {
     let state = p.a.state_dir.display().to_string();
     let conf = p.b.conf.display().to_string();
     let sock = p.scratch.path().join("other.sock").display().to_string();
-    let (code, err) = run_to_exit(
+    // As A's user, who owns A's state dir (the state file is refused before the socket).
+    let (code, err) = run_to_exit_as(
+        true,
         &[
             "--state-dir",
             &state,

@@ -21,6 +21,8 @@ fn set_umask(mask: u32) -> u32 {
 pub enum BindError {
     /// Another nexd answers on the path.
     Live(String),
+    /// The directory is one another user could write ([`crate::safe_dir`]).
+    Unsafe(String),
     /// Anything else (permissions, missing directory, not a socket, ...).
     Other(String),
 }
@@ -28,17 +30,22 @@ pub enum BindError {
 impl std::fmt::Display for BindError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            BindError::Live(m) | BindError::Other(m) => f.write_str(m),
+            BindError::Live(m) | BindError::Unsafe(m) | BindError::Other(m) => f.write_str(m),
         }
     }
 }
 
 /// Binds `path` as a 0600 socket (umask 0177 during bind, so it is never wider). Creates a missing parent directory 0700. A live daemon on
-/// the path is an error; a stale socket left by a crashed one is replaced.
+/// the path is an error; a stale socket left by a crashed one is replaced. A directory
+/// another user could write is refused before anything in it is touched.
 pub async fn bind_private(path: &Path) -> Result<UnixListener, BindError> {
     let other = BindError::Other;
     let shown = path.display();
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    {
         if !parent.exists() {
             DirBuilder::new()
                 .recursive(true)
@@ -51,6 +58,7 @@ pub async fn bind_private(path: &Path) -> Result<UnixListener, BindError> {
                     ))
                 })?;
         }
+        crate::safe_dir::check(parent, "socket directory").map_err(BindError::Unsafe)?;
     }
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {

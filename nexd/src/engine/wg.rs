@@ -122,6 +122,9 @@ pub enum PeerError {
     /// No peer has this key.
     #[error("unknown peer {0}")]
     Unknown(Key),
+    /// The key is the node's own public key.
+    #[error("peer {0} is this interface's own public key; a node cannot be its own peer")]
+    OwnKey(Key),
 }
 
 /// Changes to a peer in place; `None` leaves a setting as it is.
@@ -187,6 +190,9 @@ impl WgDevice {
     ) -> Result<(), PeerError> {
         if self.by_key.contains_key(&cfg.public_key.0) {
             return Err(PeerError::Duplicate(cfg.public_key));
+        }
+        if cfg.public_key == self.public_key() {
+            return Err(PeerError::OwnKey(cfg.public_key));
         }
         if exclusive {
             if let Some((net, holder)) = self.taken(&cfg.public_key, &cfg.allowed_ips) {
