@@ -2,10 +2,13 @@
 //! does: whoever can write the directory can plant a state file (extra peers, rules), swap
 //! nexd's files for symlinks, or replace its socket.
 //!
-//! The directory itself must be owned by nexd's effective user and not writable by group
-//! or others. Every directory above it (after resolving symlinks) must be owned by root or
-//! by nexd's user and not writable by group or others, unless it has the sticky bit (as
-//! `/tmp`: others may create entries there but cannot rename or remove ours).
+//! The state directory must be owned by nexd's effective user and not writable by group or
+//! others. The socket directory may also be a shared one like `/tmp`: owned by root and
+//! sticky (others may create entries there but cannot rename or remove ours; a socket they
+//! planted at our path is never replaced). Directories above either one (after resolving
+//! symlinks) should be owned by root or nexd's user and not writable by group or others
+//! unless sticky; there a problem is logged as a warning, not refused, since the issue of
+//! trust is the directory nexd writes into and scratch trees made `chmod 777` are common.
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
@@ -24,8 +27,8 @@ enum Problem {
     Writable(u32),
 }
 
-/// Judges one directory; `leaf`: the directory nexd uses (its own files go there), else
-/// one above it.
+/// Judges one directory; `leaf`: held to the strict rule (the state directory), else to the
+/// rule for shared directories (the socket directory, and every directory above).
 fn judge(uid: u32, mode: u32, euid: u32, leaf: bool) -> Option<Problem> {
     let owner_ok = uid == euid || (!leaf && uid == 0);
     if !owner_ok {
@@ -39,8 +42,9 @@ fn judge(uid: u32, mode: u32, euid: u32, leaf: bool) -> Option<Problem> {
 }
 
 /// Checks `dir` (which must exist) and every directory above it; `what` names it in the
-/// one-line error ("state directory", "socket directory").
-pub fn check(dir: &Path, what: &str) -> Result<(), String> {
+/// one-line error ("state directory", "socket directory"); `shared_ok`: `dir` may be a
+/// root-owned sticky directory such as `/tmp`.
+pub fn check(dir: &Path, what: &str, shared_ok: bool) -> Result<(), String> {
     let shown = dir.display();
     let real = dir
         .canonicalize()
@@ -51,7 +55,7 @@ pub fn check(dir: &Path, what: &str) -> Result<(), String> {
         if i == 0 && !meta.is_dir() {
             return Err(format!("{what} {shown} is not a directory"));
         }
-        let problem = match judge(meta.uid(), meta.mode(), euid, i == 0) {
+        let problem = match judge(meta.uid(), meta.mode(), euid, i == 0 && !shared_ok) {
             None => continue,
             Some(p) => p,
         };
@@ -60,7 +64,7 @@ pub fn check(dir: &Path, what: &str) -> Result<(), String> {
         } else {
             format!("{what} {shown}: the directory above it, {},", d.display())
         };
-        return Err(match problem {
+        let message = match problem {
             Problem::Owner(uid) => format!(
                 "{whose} is owned by uid {uid}, not by nexd's user (uid {euid}){}; \
                  refusing to trust it: another user could plant or replace files there",
@@ -70,7 +74,11 @@ pub fn check(dir: &Path, what: &str) -> Result<(), String> {
                 "{whose} is writable by group or others (mode {mode:04o}); refusing to \
                  trust it: another user could plant or replace files there (chmod go-w it)"
             ),
-        });
+        };
+        if i == 0 {
+            return Err(message);
+        }
+        tracing::warn!("{message} (a warning only: nexd's own directory is safe)");
     }
     Ok(())
 }
@@ -118,9 +126,9 @@ mod tests {
         let d = tmp.path().join("state");
         std::fs::create_dir(&d).unwrap();
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
-        check(&d, "state directory").unwrap();
+        check(&d, "state directory", false).unwrap();
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let e = check(&d, "state directory").unwrap_err();
+        let e = check(&d, "state directory", false).unwrap_err();
         assert!(e.contains(&d.display().to_string()), "{e}");
         assert!(e.contains("mode 0777"), "{e}");
         assert!(!e.contains('\n'));

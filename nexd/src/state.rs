@@ -150,7 +150,7 @@ impl StateStore {
                 .create(dir)
                 .map_err(io)?;
         }
-        crate::safe_dir::check(dir, "state directory").map_err(StateError::Unsafe)?;
+        crate::safe_dir::check(dir, "state directory", false).map_err(StateError::Unsafe)?;
         remove_stale_temp_files(dir);
         Ok(StateStore {
             dir: dir.to_path_buf(),

@@ -124,18 +124,54 @@ fn state_and_socket_dirs_another_user_could_write_are_refused() {
     );
     assert!(!run.join("nexd.sock").exists());
 
-    // A state dir of ours inside a directory nobody owns: the directory above is named.
+    // A state dir of ours inside a directory nobody owns: nexd starts, and warns naming
+    // the directory above.
     let theirs = scratch.path().join("theirs");
     mkdir_mode(&theirs.join("state"), 0o700);
     std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
-    let err = one_line_exit(
-        &proxy_args(&s(&theirs.join("state")), &socket, &conf),
-        EX_CONFIG,
+    let mut n = nexd_e2e::nexd::Nexd::start(
+        &scratch,
+        "theirs",
+        &proxy_args(&s(&theirs.join("state")), &socket, &conf)
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>(),
+        &nexd_e2e::nexd::Launch {
+            unprivileged: false,
+            ..nexd_e2e::nexd::Launch::default_user()
+        },
     );
+    n.wait_for_log("nexd proxy running", Duration::from_secs(20));
     assert!(
-        err.contains(&format!("the directory above it, {}", s(&theirs))),
-        "{err}"
+        n.log()
+            .contains(&format!("the directory above it, {}", s(&theirs))),
+        "{}",
+        n.log()
     );
+    // The config names a fixed WireGuard port.
+    drop(n);
+
+    // /tmp-like: a root-owned sticky 1777 socket directory is fine (others cannot replace
+    // our socket there); the same without the sticky bit is refused (above).
+    let shared = scratch.path().join("shared");
+    mkdir_mode(&shared, 0o1777);
+    let mut n = nexd_e2e::nexd::Nexd::start(
+        &scratch,
+        "shared",
+        &proxy_args(
+            &s(&scratch.path().join("state-shared")),
+            &s(&shared.join("nexd.sock")),
+            &conf,
+        )
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>(),
+        &nexd_e2e::nexd::Launch {
+            unprivileged: false,
+            ..nexd_e2e::nexd::Launch::default_user()
+        },
+    );
+    n.wait_for_log("nexd proxy running", Duration::from_secs(20));
 }
 
 #[test]
@@ -167,8 +203,7 @@ fn planted_symlinks_in_the_state_dir_are_never_followed() {
         .collect();
     let as_us = Launch {
         unprivileged: false,
-        netns: None,
-        unwritable_home: false,
+        ..Launch::default_user()
     };
     let mut n = Nexd::start(&scratch, "links", &args, &as_us);
     n.wait_for_log("nexd proxy running", Duration::from_secs(10));

@@ -58,7 +58,7 @@ pub async fn bind_private(path: &Path) -> Result<UnixListener, BindError> {
                     ))
                 })?;
         }
-        crate::safe_dir::check(parent, "socket directory").map_err(BindError::Unsafe)?;
+        crate::safe_dir::check(parent, "socket directory", true).map_err(BindError::Unsafe)?;
     }
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
