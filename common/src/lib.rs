@@ -6,6 +6,7 @@ pub mod api;
 pub mod clidoc;
 pub mod config;
 pub mod key;
+pub mod limits;
 pub mod paths;
 pub mod rule;
 pub mod usage;

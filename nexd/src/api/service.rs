@@ -5,6 +5,7 @@ use crate::engine::{EngineError, EngineHandle};
 use crate::reload::Reloader;
 use crate::state::{SavedPeer, State, StateStore};
 use nexd_common::api::{self, nexd_server::Nexd};
+use nexd_common::limits::{self, quote_prefix, LimitError};
 use nexd_common::{Key, PeerConfig, ProxyRule, RuleSpec};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -59,6 +60,7 @@ fn status(e: EngineError) -> Status {
             Status::invalid_argument(e.to_string())
         }
         EngineError::PortUnavailable { .. } => Status::failed_precondition(e.to_string()),
+        EngineError::TooManyRules(_) => Status::resource_exhausted(e.to_string()),
         EngineError::Stopped => Status::unavailable(e.to_string()),
         EngineError::WireGuardSocket { .. } | EngineError::Thread(_) => {
             Status::internal(e.to_string())
@@ -75,27 +77,37 @@ fn saved(runtime: &RuntimeState) -> Result<(), Status> {
     }
 }
 
+/// An input over a size cap: refused before it is parsed, quoting only a prefix.
+fn too_big(e: LimitError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
 fn parse_rule(r: Option<&api::ProxyRule>) -> Result<ProxyRule, Status> {
     let r = r.ok_or_else(|| Status::invalid_argument("missing rule"))?;
+    // RemoveProxyRule ignores the allow-list, so only the rule's own size matters.
+    limits::check_len("rule", &r.rule).map_err(too_big)?;
     ProxyRule::try_from(r).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 fn parse_spec(r: Option<&api::ProxyRule>) -> Result<RuleSpec, Status> {
     let r = r.ok_or_else(|| Status::invalid_argument("missing rule"))?;
+    limits::check_rule_input(&r.rule, &r.allowed_peers).map_err(too_big)?;
     RuleSpec::try_from(r).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 /// Resolves `host:port` without blocking the runtime.
 pub async fn resolve(endpoint: &str) -> Result<SocketAddr, String> {
+    limits::check_len("endpoint", endpoint).map_err(|e| e.to_string())?;
     tokio::net::lookup_host(endpoint)
         .await
         .ok()
         .and_then(|mut a| a.next())
-        .ok_or_else(|| format!("cannot resolve endpoint {endpoint:?}"))
+        .ok_or_else(|| format!("cannot resolve endpoint {}", quote_prefix(endpoint)))
 }
 
 /// Parses AllowedIPs: CIDRs or bare addresses.
 fn parse_allowed_ips(list: &[String]) -> Result<Vec<ipnet::IpNet>, Status> {
+    limits::check_allowed_ips(list).map_err(too_big)?;
     list.iter()
         .map(|s| {
             s.trim()
@@ -103,7 +115,8 @@ fn parse_allowed_ips(list: &[String]) -> Result<Vec<ipnet::IpNet>, Status> {
                 .or_else(|_| s.trim().parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
                 .map_err(|_| {
                     Status::invalid_argument(format!(
-                        "invalid allowed IP {s:?}: not an IP address or CIDR"
+                        "invalid allowed IP {}: not an IP address or CIDR",
+                        quote_prefix(s)
                     ))
                 })
         })
@@ -122,16 +135,21 @@ fn saved_peer(cfg: &PeerConfig) -> SavedPeer {
 }
 
 fn invalid(what: &str, v: &str, why: impl std::fmt::Display) -> Status {
-    Status::invalid_argument(format!("invalid {what} {v:?}: {why}"))
+    Status::invalid_argument(format!("invalid {what} {}: {why}", quote_prefix(v)))
 }
 
 fn parse_public_key(s: &str) -> Result<Key, Status> {
+    limits::check_len("public key", s).map_err(too_big)?;
     s.parse()
         .map_err(|e: nexd_common::KeyError| invalid("public key", s, e))
 }
 
 /// A base64 preshared key; empty for none. The value is never echoed.
 fn parse_preshared_key(s: &str) -> Result<Option<Key>, Status> {
+    if s.len() > limits::MAX_FIELD_LEN {
+        // Never echoed, not even a prefix.
+        return Err(invalid("preshared key", "(hidden)", "too long"));
+    }
     match s.trim() {
         "" => Ok(None),
         k => k

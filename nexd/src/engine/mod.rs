@@ -95,6 +95,9 @@ pub enum EngineError {
     /// The rule is already active.
     #[error("rule already exists: {0}")]
     DuplicateRule(ProxyRule),
+    /// As many rules are active as nexd holds ([`nexd_common::limits::MAX_RULES`]).
+    #[error("too many rules: {0} are active, the most nexd holds; remove one first")]
+    TooManyRules(usize),
     /// The rule is not active.
     #[error("no such rule: {0}")]
     UnknownRule(ProxyRule),
