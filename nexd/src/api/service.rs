@@ -1,5 +1,6 @@
 //! The `nexd.v1.Nexd` service: turns requests into engine commands and persists changes.
 
+use super::conn::ApiCounters;
 use crate::engine::wg::PeerUpdate;
 use crate::engine::{EngineError, EngineHandle};
 use crate::reload::Reloader;
@@ -29,6 +30,7 @@ pub struct ApiService {
     runtime: Arc<Mutex<RuntimeState>>,
     reloader: Arc<Reloader>,
     started: Instant,
+    counters: Arc<ApiCounters>,
 }
 
 impl ApiService {
@@ -43,7 +45,13 @@ impl ApiService {
             runtime,
             reloader,
             started: Instant::now(),
+            counters: Arc::default(),
         }
+    }
+
+    /// The connection counters, shared with the accept loop.
+    pub fn counters(&self) -> Arc<ApiCounters> {
+        self.counters.clone()
     }
 }
 
@@ -287,6 +295,7 @@ impl Nexd for ApiService {
                     value,
                     group: group.to_string(),
                 })
+                .chain(self.counters.snapshot())
                 .collect(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             rule_counters: st
