@@ -174,6 +174,8 @@ pub struct Launch {
     /// Give nexd a HOME it cannot write and no state/socket paths, as a careless
     /// `setpriv --reuid=nobody` would.
     pub unwritable_home: bool,
+    /// Start with this descriptor limit (soft and hard, so nexd cannot raise it).
+    pub nofile: Option<u64>,
 }
 
 impl Launch {
@@ -183,6 +185,7 @@ impl Launch {
             unprivileged: crate::is_root(),
             netns: None,
             unwritable_home: false,
+            nofile: None,
         }
     }
 }
@@ -202,6 +205,14 @@ impl Nexd {
         let mut cmd = Vec::<String>::new();
         if let Some(ns) = &launch.netns {
             cmd.extend(["ip", "netns", "exec", ns].map(String::from));
+        }
+        if let Some(n) = launch.nofile {
+            // prlimit sets its own limits and execs the rest: the pid stays nexd's.
+            cmd.extend([
+                "prlimit".to_string(),
+                format!("--nofile={n}:{n}"),
+                "--".into(),
+            ]);
         }
         if launch.unprivileged {
             cmd.extend(

@@ -126,6 +126,7 @@ impl WgWorld {
                 unprivileged: true,
                 netns: Some(net.a.name.clone()),
                 unwritable_home: false,
+                nofile: None,
             },
         );
         nexd.wait_for_log("nexd proxy running", Duration::from_secs(10));

@@ -478,6 +478,7 @@ fn thousand_concurrent_connections_from_wireguard_go_into_ingress_without_leaks(
         unprivileged: true,
         netns: Some(net.a.name.clone()),
         unwritable_home: false,
+        nofile: None,
     };
     let mut nexd = Nexd::start(&scratch, "nexd", &args, &launch);
     nexd.wait_for_log("rule started", Duration::from_secs(10));

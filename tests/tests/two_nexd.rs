@@ -318,6 +318,7 @@ fn runs_as_nobody_with_an_unwritable_home_without_the_api() {
         unprivileged: true,
         netns: None,
         unwritable_home: true,
+        nofile: None,
     };
     let mut a = nexd_e2e::nexd::Nexd::start(&p.scratch, "a-nohome", &args, &launch);
     a.wait_for_log("nexd proxy running", Duration::from_secs(10));
