@@ -1,6 +1,8 @@
 //! The gRPC control API on a unix socket.
 
 mod conn;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod service;
 mod socket;
 

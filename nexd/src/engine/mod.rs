@@ -219,6 +219,15 @@ pub struct EngineHandle {
 }
 
 impl EngineHandle {
+    /// A handle on whatever answers `commands`: the API fuzz target's stub engine.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub fn detached(commands: mpsc::Sender<Command>) -> Self {
+        EngineHandle {
+            commands,
+            cancel: CancellationToken::new(),
+        }
+    }
+
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, EngineError> {
         let (tx, rx) = oneshot::channel();
         self.commands
