@@ -15,7 +15,7 @@ use crate::state::State;
 use nexd_common::api::{self, nexd_server::Nexd};
 use nexd_common::{Key, NetworkConfig, PeerConfig, ProxyRule, RuleSpec};
 use prost::Message;
-use std::collections::BTreeMap;
+use std::collections::btree_map::{BTreeMap, Entry};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::{mpsc, Mutex};
@@ -58,11 +58,13 @@ impl Model {
                 let _ = reply.send(r);
             }
             Command::AddPeer(cfg, _, _, reply) => {
-                let r = if self.peers.contains_key(&cfg.public_key.0) {
-                    Err(PeerError::Duplicate(cfg.public_key).into())
-                } else {
-                    self.peers.insert(cfg.public_key.0, cfg);
-                    Ok(())
+                let key = cfg.public_key;
+                let r = match self.peers.entry(key.0) {
+                    Entry::Occupied(_) => Err(PeerError::Duplicate(key).into()),
+                    Entry::Vacant(e) => {
+                        e.insert(cfg);
+                        Ok(())
+                    }
                 };
                 let _ = reply.send(r);
             }
