@@ -429,3 +429,47 @@ fn stock_grpc_client_python_works_whatever_the_authority() {
     );
     assert!(out.status.success() && text.contains("ok"), "{text}");
 }
+
+#[test]
+fn flag_rules_over_the_caps_are_refused_at_start() {
+    use nexd_e2e::nexd::{config, run_to_exit, Keypair, Scratch};
+    let s = Scratch::new();
+    let keys = Keypair::generate();
+    let conf = s.write(
+        "n.conf",
+        &config(&keys.private, "100.100.0.1/24", nexd_e2e::free_port(), &[]),
+    );
+    std::fs::set_permissions(&conf, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let conf = conf.display().to_string();
+    let long = format!("tcp:443:127.0.0.1:{}", "9".repeat(2000));
+    let (code, err) = run_to_exit(
+        &["proxy", "--config", &conf, "--ingress", &long],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains("rule too long (2018 bytes, at most 1024)"),
+        "{err}"
+    );
+    assert!(err.len() < 300, "{err}");
+    let peers: Vec<String> = (0..1025)
+        .map(|i| format!("100.100.{}.{}", i / 250, i % 250 + 1))
+        .collect();
+    let (code, err) = run_to_exit(
+        &[
+            "proxy",
+            "--config",
+            &conf,
+            "--ingress",
+            "tcp:443:127.0.0.1:8443",
+            "--allow-peer",
+            &peers.join(","),
+        ],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains("too many --allow-peer entries (1025, at most 1024)"),
+        "{err}"
+    );
+}
