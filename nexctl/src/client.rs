@@ -19,11 +19,13 @@ pub async fn connect(path: &Path) -> Result<NexdClient<Channel>, Failure> {
             ),
         )
     };
-    check_owner(path)?;
-    // Probe first: tonic's connect error hides the OS reason.
+    // Probe first: tonic's connect error hides the OS reason. A socket we may not even
+    // connect to is a plain permission problem, reported as such; one we may connect to must
+    // also be trusted before anything is sent.
     if let Err(e) = tokio::net::UnixStream::connect(path).await {
         return Err(connect_failure(path, &e));
     }
+    check_owner(path)?;
     let path = path.to_path_buf();
     // The URI is required by the API but unused: the connector dials the socket.
     let channel = Endpoint::from_static("http://nexd.sock")
