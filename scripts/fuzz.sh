@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
 secs=${1:-60}
-targets=${FUZZ_TARGETS:-rule config state wg_datagram ip_packet}
+targets=${FUZZ_TARGETS:-rule config state wg_datagram ip_packet api}
 # No input may run 5 s (a hang), grow the process past 1 GiB (the targets peaked near
 # 500 MB under ASan, most of it the allocator's quarantine), or allocate more than 16 MiB at
 # once (the largest buffer nexd allocates on purpose is a 512 KiB socket buffer).

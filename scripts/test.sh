@@ -22,7 +22,7 @@ fuzz_status=0
 if [ "$fuzz_secs" -gt 0 ]; then
     FUZZ_BUILD=${FUZZ_BUILD:-dev} scripts/fuzz.sh "$fuzz_secs" 2>&1 | tee -a "$log" || fuzz_status=$?
 else
-    printf 'fuzz %s skipped\n' rule config state wg_datagram ip_packet | tee -a "$log"
+    printf 'fuzz %s skipped\n' rule config state wg_datagram ip_packet api | tee -a "$log"
 fi
 # Benchmark smoke run (nexd <-> nexd, debug build, a few seconds): one counted test.
 smoke=0

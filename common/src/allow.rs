@@ -21,7 +21,7 @@ pub enum AllowPeer {
 
 /// Why a string is not an allow-list entry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid peer {0:?}: expected a base64 public key, a tunnel IP address or a CIDR")]
+#[error("invalid peer {}: expected a base64 public key, a tunnel IP address or a CIDR", crate::limits::quote_prefix(.0))]
 pub struct AllowPeerError(pub String);
 
 impl FromStr for AllowPeer {

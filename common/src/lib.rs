@@ -7,6 +7,7 @@ pub mod clidoc;
 pub mod config;
 pub mod file_limits;
 pub mod key;
+pub mod limits;
 pub mod paths;
 pub mod rule;
 pub mod usage;

@@ -54,28 +54,28 @@ pub struct ProxyRule {
 pub enum RuleError {
     /// Fewer than four `:`-separated fields.
     #[error(
-        "rule {0:?} has too few fields: expected protocol:port:destination_ip:destination_port"
+        "rule {} has too few fields: expected protocol:port:destination_ip:destination_port", crate::limits::quote_prefix(.0)
     )]
     TooFewFields(String),
     /// The bind address is not an IP address.
-    #[error("invalid bind address {0:?}: not an IPv4 address or a bracketed IPv6 address")]
+    #[error("invalid bind address {}: not an IPv4 address or a bracketed IPv6 address", crate::limits::quote_prefix(.0))]
     InvalidBind(String),
     /// An ingress rule names a bind address (it listens on the tunnel address).
     #[error(
-        "ingress rule {0:?} takes no bind address: ingress listens on the node's tunnel addresses"
+        "ingress rule {} takes no bind address: ingress listens on the node's tunnel addresses", crate::limits::quote_prefix(.0)
     )]
     BindOnIngress(String),
     /// Protocol is neither tcp nor udp.
-    #[error("unknown protocol {0:?}: expected tcp or udp")]
+    #[error("unknown protocol {}: expected tcp or udp", crate::limits::quote_prefix(.0))]
     UnknownProtocol(String),
     /// A port is not a number in 1..=65535.
-    #[error("invalid port {0:?}: expected a number from 1 to 65535")]
+    #[error("invalid port {}: expected a number from 1 to 65535", crate::limits::quote_prefix(.0))]
     InvalidPort(String),
     /// The destination is not an IP address.
-    #[error("invalid destination ip {0:?}: not an IPv4 address or a bracketed IPv6 address")]
+    #[error("invalid destination ip {}: not an IPv4 address or a bracketed IPv6 address", crate::limits::quote_prefix(.0))]
     InvalidIp(String),
     /// Direction is neither ingress nor egress.
-    #[error("unknown direction {0:?}: expected ingress or egress")]
+    #[error("unknown direction {}: expected ingress or egress", crate::limits::quote_prefix(.0))]
     UnknownDirection(String),
     /// An allow-list entry is not a key, address or network.
     #[error(transparent)]

@@ -11,6 +11,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "NEXD_UNIX_SOCKET", value_name = "PATH")]
     pub unix_socket: Option<PathBuf>,
 
+    /// Give up on nexd after this many seconds (connecting and the call together); exit 69
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub timeout: u64,
+
     /// Output format
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Text)]
     pub output: Output,

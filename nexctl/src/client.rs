@@ -3,6 +3,7 @@
 use crate::{Failure, EX_DATAERR, EX_NOPERM, EX_UNAVAILABLE};
 use hyper_util::rt::TokioIo;
 use nexd_common::api::nexd_client::NexdClient;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::Code;
@@ -18,10 +19,13 @@ pub async fn connect(path: &Path) -> Result<NexdClient<Channel>, Failure> {
             ),
         )
     };
-    // Probe first: tonic's connect error hides the OS reason.
+    // Probe first: tonic's connect error hides the OS reason. A socket we may not even
+    // connect to is a plain permission problem, reported as such; one we may connect to must
+    // also be trusted before anything is sent.
     if let Err(e) = tokio::net::UnixStream::connect(path).await {
         return Err(connect_failure(path, &e));
     }
+    check_owner(path)?;
     let path = path.to_path_buf();
     // The URI is required by the API but unused: the connector dials the socket.
     let channel = Endpoint::from_static("http://nexd.sock")
@@ -34,6 +38,63 @@ pub async fn connect(path: &Path) -> Result<NexdClient<Channel>, Failure> {
         .await
         .map_err(|e| unreachable(e.to_string()))?;
     Ok(NexdClient::new(channel))
+}
+
+/// This process's effective uid (the owner of /proc/self), without unsafe code.
+fn my_uid() -> Option<u32> {
+    std::fs::metadata("/proc/self").map(|m| m.uid()).ok()
+}
+
+/// A user name for messages: from /etc/passwd, else the number.
+fn user_name(uid: u32) -> String {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let id = f.nth(1)?.parse::<u32>().ok()?;
+            (id == uid).then(|| format!("{name} (uid {uid})"))
+        })
+        .next()
+        .unwrap_or_else(|| format!("uid {uid}"))
+}
+
+/// Refuses a socket that someone other than root or the caller could have put there: nexctl
+/// would send it preshared keys and believe its answers. A socket owned by another user is
+/// accepted only by root, and only in a directory no third user may write (the daemon's own
+/// user owns /run/nexd under systemd's DynamicUser=yes). A missing socket is left to the
+/// connect, which reports it.
+pub fn check_owner(path: &Path) -> Result<(), Failure> {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    let owner = meta.uid();
+    let me = my_uid();
+    if owner == 0 || Some(owner) == me {
+        return Ok(());
+    }
+    if me == Some(0) && dir_only_writable_by(path, owner) {
+        return Ok(());
+    }
+    Err(Failure::new(
+        EX_NOPERM,
+        format!(
+            "refusing {}: owned by {}, not by root or you (another user's socket could be a fake nexd)",
+            path.display(),
+            user_name(owner)
+        ),
+    ))
+}
+
+/// Whether the directory holding `path` is writable only by root or `owner`.
+fn dir_only_writable_by(path: &Path, owner: u32) -> bool {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::metadata(dir)
+        .is_ok_and(|m| (m.uid() == 0 || m.uid() == owner) && m.mode() & 0o022 == 0)
 }
 
 /// Maps a failed connect to the socket to an exit code: permission denied is 77

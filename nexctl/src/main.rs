@@ -84,9 +84,30 @@ fn spec_arg(arg: &AddArgs) -> Result<RuleSpec, Failure> {
     })
 }
 
+/// Runs `work` (connecting to nexd and calling it) within `--timeout`: a daemon that
+/// accepts but never answers (stopped, wedged, out of descriptors) is exit 69, not a hang.
+async fn bounded<T>(
+    cli_timeout: u64,
+    socket: &std::path::Path,
+    work: impl std::future::Future<Output = Result<T, Failure>>,
+) -> Result<T, Failure> {
+    tokio::time::timeout(std::time::Duration::from_secs(cli_timeout), work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Failure::new(
+                EX_UNAVAILABLE,
+                format!(
+                    "nexd at {} did not answer within {cli_timeout} s (--timeout)",
+                    socket.display()
+                ),
+            ))
+        })
+}
+
 async fn run(cli: Cli) -> Result<(), Failure> {
     let socket = cli.unix_socket.clone().unwrap_or_else(default_socket);
     let out = cli.output;
+    let secs = cli.timeout;
     match cli.command {
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
@@ -105,14 +126,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             )
         }
         Command::Version => {
-            let daemon = match client::connect(&socket).await {
-                Ok(mut c) => c
-                    .get_version(api::GetVersionRequest {})
+            let daemon = bounded(secs, &socket, async {
+                let mut c = client::connect(&socket).await?;
+                c.get_version(api::GetVersionRequest {})
                     .await
                     .map(|r| r.into_inner().version)
-                    .ok(),
-                Err(_) => None,
-            };
+                    .map_err(client::failure)
+            })
+            .await
+            .ok();
             output::version(out, env!("CARGO_PKG_VERSION"), daemon.as_deref());
             Ok(())
         }
@@ -150,106 +172,117 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 ),
                 _ => None,
             };
-            let mut c = client::connect(&socket).await?;
-            match command {
-                NexdCommand::Proxy { command } => match command {
-                    ProxyCommand::Add(_) => {
-                        let r = rule.ok_or_else(|| Failure::new(EX_USAGE, "missing rule"))?;
-                        c.add_proxy_rule(api::AddProxyRuleRequest {
-                            rule: Some((&r).into()),
-                        })
-                        .await
-                        .map_err(client::failure)?;
-                        output::done(out, "added", &r);
-                    }
-                    ProxyCommand::Remove(_) => {
-                        let r = rule.ok_or_else(|| Failure::new(EX_USAGE, "missing rule"))?;
-                        c.remove_proxy_rule(api::RemoveProxyRuleRequest {
-                            rule: Some((&r).into()),
-                        })
-                        .await
-                        .map_err(client::failure)?;
-                        output::done(out, "removed", &r);
-                    }
-                    ProxyCommand::List => {
-                        let r = c
-                            .list_proxy_rules(api::ListProxyRulesRequest {})
-                            .await
-                            .map_err(client::failure)?;
-                        output::rules(out, &r.into_inner().rules);
-                    }
-                },
-                NexdCommand::Reload => {
-                    let r = c
-                        .reload(api::ReloadRequest {})
-                        .await
-                        .map_err(client::failure)?;
-                    output::reloaded(out, &r.into_inner());
-                }
-                NexdCommand::Status => {
-                    let s = c
-                        .get_status(api::GetStatusRequest {})
-                        .await
-                        .map_err(client::failure)?;
-                    output::status(out, &s.into_inner());
-                }
-                NexdCommand::Peers { command } => match command {
-                    PeersCommand::List => {
-                        let r = c
-                            .list_peers(api::ListPeersRequest {})
-                            .await
-                            .map_err(client::failure)?;
-                        output::peers(out, &r.into_inner().peers);
-                    }
-                    PeersCommand::Add {
-                        public_key,
-                        allowed_ips,
-                        endpoint,
-                        persistent_keepalive,
-                        ..
-                    } => {
-                        c.add_peer(api::AddPeerRequest {
-                            public_key: public_key.clone(),
-                            allowed_ips,
-                            endpoint: endpoint.unwrap_or_default(),
-                            persistent_keepalive: persistent_keepalive.unwrap_or(0) as u32,
-                            preshared_key: psk_file.unwrap_or_default(),
-                        })
-                        .await
-                        .map_err(client::failure)?;
-                        output::peer_done(out, "added", &public_key);
-                    }
-                    PeersCommand::Set {
-                        public_key,
-                        allowed_ips,
-                        endpoint,
-                        persistent_keepalive,
-                        ..
-                    } => {
-                        c.set_peer(api::SetPeerRequest {
-                            public_key: public_key.clone(),
-                            allowed_ips,
-                            endpoint,
-                            persistent_keepalive: persistent_keepalive.map(u32::from),
-                            preshared_key: psk_file,
-                        })
-                        .await
-                        .map_err(client::failure)?;
-                        output::peer_done(out, "updated", &public_key);
-                    }
-                    PeersCommand::Remove { public_key } => {
-                        c.remove_peer(api::RemovePeerRequest {
-                            public_key: public_key.clone(),
-                        })
-                        .await
-                        .map_err(client::failure)?;
-                        output::peer_done(out, "removed", &public_key);
-                    }
-                },
-            }
-            Ok(())
+            bounded(secs, &socket, call(&socket, out, command, rule, psk_file)).await
         }
     }
+}
+
+/// Connects and makes the call for `nexctl nexd ...`; input was validated by the caller.
+async fn call(
+    socket: &std::path::Path,
+    out: cli::Output,
+    command: NexdCommand,
+    rule: Option<RuleSpec>,
+    psk_file: Option<String>,
+) -> Result<(), Failure> {
+    let mut c = client::connect(socket).await?;
+    match command {
+        NexdCommand::Proxy { command } => match command {
+            ProxyCommand::Add(_) => {
+                let r = rule.ok_or_else(|| Failure::new(EX_USAGE, "missing rule"))?;
+                c.add_proxy_rule(api::AddProxyRuleRequest {
+                    rule: Some((&r).into()),
+                })
+                .await
+                .map_err(client::failure)?;
+                output::done(out, "added", &r);
+            }
+            ProxyCommand::Remove(_) => {
+                let r = rule.ok_or_else(|| Failure::new(EX_USAGE, "missing rule"))?;
+                c.remove_proxy_rule(api::RemoveProxyRuleRequest {
+                    rule: Some((&r).into()),
+                })
+                .await
+                .map_err(client::failure)?;
+                output::done(out, "removed", &r);
+            }
+            ProxyCommand::List => {
+                let r = c
+                    .list_proxy_rules(api::ListProxyRulesRequest {})
+                    .await
+                    .map_err(client::failure)?;
+                output::rules(out, &r.into_inner().rules);
+            }
+        },
+        NexdCommand::Reload => {
+            let r = c
+                .reload(api::ReloadRequest {})
+                .await
+                .map_err(client::failure)?;
+            output::reloaded(out, &r.into_inner());
+        }
+        NexdCommand::Status => {
+            let s = c
+                .get_status(api::GetStatusRequest {})
+                .await
+                .map_err(client::failure)?;
+            output::status(out, &s.into_inner());
+        }
+        NexdCommand::Peers { command } => match command {
+            PeersCommand::List => {
+                let r = c
+                    .list_peers(api::ListPeersRequest {})
+                    .await
+                    .map_err(client::failure)?;
+                output::peers(out, &r.into_inner().peers);
+            }
+            PeersCommand::Add {
+                public_key,
+                allowed_ips,
+                endpoint,
+                persistent_keepalive,
+                ..
+            } => {
+                c.add_peer(api::AddPeerRequest {
+                    public_key: public_key.clone(),
+                    allowed_ips,
+                    endpoint: endpoint.unwrap_or_default(),
+                    persistent_keepalive: persistent_keepalive.unwrap_or(0) as u32,
+                    preshared_key: psk_file.unwrap_or_default(),
+                })
+                .await
+                .map_err(client::failure)?;
+                output::peer_done(out, "added", &public_key);
+            }
+            PeersCommand::Set {
+                public_key,
+                allowed_ips,
+                endpoint,
+                persistent_keepalive,
+                ..
+            } => {
+                c.set_peer(api::SetPeerRequest {
+                    public_key: public_key.clone(),
+                    allowed_ips,
+                    endpoint,
+                    persistent_keepalive: persistent_keepalive.map(u32::from),
+                    preshared_key: psk_file,
+                })
+                .await
+                .map_err(client::failure)?;
+                output::peer_done(out, "updated", &public_key);
+            }
+            PeersCommand::Remove { public_key } => {
+                c.remove_peer(api::RemovePeerRequest {
+                    public_key: public_key.clone(),
+                })
+                .await
+                .map_err(client::failure)?;
+                output::peer_done(out, "removed", &public_key);
+            }
+        },
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {

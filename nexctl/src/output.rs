@@ -5,6 +5,37 @@ use nexd_common::api;
 use nexd_common::RuleSpec;
 use serde_json::json;
 
+/// `println!` that never panics: a reader that went away (`nexctl ... | head -1`) ends
+/// nexctl quietly, as it does ripgrep; any other write error is exit 74 (EX_IOERR).
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        crate::output::write_line(format_args!($($arg)*))
+    };
+}
+
+/// Writes one line to stdout; see [`outln!`].
+pub fn write_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("nexctl: cannot write to stdout: {e}");
+        std::process::exit(i32::from(crate::EX_IOERR));
+    }
+}
+
+/// `cell` left-aligned in `width` columns. Not `{:<width$}`: format widths above 65,535
+/// panic ("Formatting argument out of range"), and a peer with thousands of AllowedIPs
+/// makes a column that wide.
+fn pad(cell: &str, width: usize) -> String {
+    let mut s = String::with_capacity(width.max(cell.len()));
+    s.push_str(cell);
+    s.extend(std::iter::repeat_n(' ', width.saturating_sub(cell.len())));
+    s
+}
+
 fn direction_name(d: i32) -> &'static str {
     match api::Direction::try_from(d) {
         Ok(api::Direction::Ingress) => "ingress",
@@ -16,10 +47,10 @@ fn direction_name(d: i32) -> &'static str {
 /// After add/remove of a rule.
 pub fn done(out: Output, verb: &str, spec: &RuleSpec) {
     match out {
-        Output::Text => println!("{verb} {spec}"),
+        Output::Text => outln!("{verb} {spec}"),
         Output::Json => {
             let allowed: Vec<String> = spec.allowed_peers.iter().map(|a| a.to_string()).collect();
-            println!(
+            outln!(
                 "{}",
                 json!({"result": verb, "direction": spec.rule.direction.to_string(),
                        "rule": spec.rule.rule.to_string(), "allowed_peers": allowed})
@@ -31,8 +62,8 @@ pub fn done(out: Output, verb: &str, spec: &RuleSpec) {
 /// After add/remove of a peer.
 pub fn peer_done(out: Output, verb: &str, key: &str) {
     match out {
-        Output::Text => println!("{verb} peer {key}"),
-        Output::Json => println!("{}", json!({"result": verb, "public_key": key})),
+        Output::Text => outln!("{verb} peer {key}"),
+        Output::Json => outln!("{}", json!({"result": verb, "public_key": key})),
     }
 }
 
@@ -40,15 +71,17 @@ pub fn peer_done(out: Output, verb: &str, key: &str) {
 pub fn reloaded(out: Output, r: &api::ReloadResponse) {
     match out {
         Output::Text => {
-            println!(
+            outln!(
                 "reloaded: {} peer(s) added, {} removed, {} changed",
-                r.peers_added, r.peers_removed, r.peers_changed
+                r.peers_added,
+                r.peers_removed,
+                r.peers_changed
             );
             for w in &r.warnings {
                 eprintln!("warning: {w}");
             }
         }
-        Output::Json => println!(
+        Output::Json => outln!(
             "{}",
             json!({"result": "reloaded", "peers_added": r.peers_added,
                    "peers_removed": r.peers_removed, "peers_changed": r.peers_changed,
@@ -69,7 +102,7 @@ pub fn rules(out: Output, rules: &[api::ProxyRule]) {
                 if !r.origin.is_empty() {
                     line += &format!(" origin={}", r.origin);
                 }
-                println!("{line}");
+                outln!("{line}");
             }
         }
         Output::Json => {
@@ -84,7 +117,7 @@ pub fn rules(out: Output, rules: &[api::ProxyRule]) {
                     v
                 })
                 .collect();
-            println!("{}", json!({ "rules": list }));
+            outln!("{}", json!({ "rules": list }));
         }
     }
 }
@@ -131,13 +164,14 @@ pub fn status(out: Output, s: &api::GetStatusResponse) {
                 ("version", s.version.clone()),
             ];
             for (k, v) in rows {
-                println!("{:<12} {v}", format!("{k}:"));
+                outln!("{:<12} {v}", format!("{k}:"));
             }
             for (group, title) in [
                 ("dropped_packets", "dropped:"),
                 ("refused_flows", "refused:"),
                 ("handshakes", "handshakes:"),
                 ("tcp", "tcp:"),
+                ("api", "api:"),
             ] {
                 let nonzero: Vec<String> = s
                     .counters
@@ -149,11 +183,11 @@ pub fn status(out: Output, s: &api::GetStatusResponse) {
                     true => "none".to_string(),
                     false => nonzero.join(" "),
                 };
-                println!("{title:<12} {line}");
+                outln!("{title:<12} {line}");
             }
             for r in &s.rule_counters {
                 let Some(rule) = &r.rule else { continue };
-                println!(
+                outln!(
                     "rule:        {} {}  active={} total={} to_tunnel={} to_host={} refused_not_allowed={} refused_rule_limit={}",
                     direction_name(rule.direction),
                     rule.rule,
@@ -182,7 +216,7 @@ pub fn status(out: Output, s: &api::GetStatusResponse) {
                     g.insert(c.name.clone(), json!(c.value));
                 }
             }
-            println!(
+            outln!(
                 "{}",
                 json!({
                     "public_key": s.public_key,
@@ -255,12 +289,8 @@ pub fn peers(out: Output, peers: &[api::Peer]) {
                 }
             }
             let line = |cells: [&str; 7]| {
-                let s: Vec<String> = cells
-                    .iter()
-                    .zip(widths)
-                    .map(|(c, w)| format!("{c:<w$}"))
-                    .collect();
-                println!("{}", s.join("  ").trim_end());
+                let s: Vec<String> = cells.iter().zip(widths).map(|(c, w)| pad(c, w)).collect();
+                outln!("{}", s.join("  ").trim_end());
             };
             line(header);
             for r in &rows {
@@ -283,7 +313,7 @@ pub fn peers(out: Output, peers: &[api::Peer]) {
                     })
                 })
                 .collect();
-            println!("{}", json!({ "peers": list }));
+            outln!("{}", json!({ "peers": list }));
         }
     }
 }
@@ -292,12 +322,24 @@ pub fn peers(out: Output, peers: &[api::Peer]) {
 pub fn version(out: Output, mine: &str, daemon: Option<&str>) {
     match out {
         Output::Text => {
-            println!("nexctl {mine}");
+            outln!("nexctl {mine}");
             match daemon {
-                Some(v) => println!("nexd {v}"),
-                None => println!("nexd unreachable"),
+                Some(v) => outln!("nexd {v}"),
+                None => outln!("nexd unreachable"),
             }
         }
-        Output::Json => println!("{}", json!({"nexctl": mine, "nexd": daemon})),
+        Output::Json => outln!("{}", json!({"nexctl": mine, "nexd": daemon})),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pad_takes_widths_a_format_width_cannot() {
+        assert_eq!(pad("ab", 4), "ab  ");
+        assert_eq!(pad("abcdef", 4), "abcdef");
+        assert_eq!(pad("", 100_000).len(), 100_000);
     }
 }

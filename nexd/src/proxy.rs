@@ -5,6 +5,7 @@ use crate::cli::ProxyArgs;
 use crate::engine::{self, EngineConfig, Tunables};
 use crate::state::{State, StateStore};
 use nexd_common::allow;
+use nexd_common::limits::{self, quote_prefix};
 use nexd_common::paths::PathEnv;
 use nexd_common::{Direction, NetworkConfig, ProxyRule, Rule, RuleSpec};
 use nexd_common::{Key, PeerConfig};
@@ -39,6 +40,24 @@ fn fatal(code: u8, message: impl Into<String>) -> Fatal {
 
 /// Parses `--ingress`/`--egress` values; `--allow-peer` applies to the ingress ones.
 pub fn parse_rules(args: &ProxyArgs) -> Result<Vec<RuleSpec>, Fatal> {
+    // The API's caps (common/src/limits.rs), checked before anything is parsed.
+    let too_big = |e: limits::LimitError| fatal(EX_USAGE, e.to_string());
+    limits::check_count(
+        "rules",
+        args.ingress.len() + args.egress.len(),
+        limits::MAX_RULES,
+    )
+    .map_err(too_big)?;
+    for s in args.ingress.iter().chain(&args.egress) {
+        limits::check_len("rule", s).map_err(too_big)?;
+    }
+    limits::check_list(
+        "--allow-peer entry",
+        "--allow-peer entries",
+        &args.allow_peer,
+        limits::MAX_ALLOW_PEERS_PER_RULE,
+    )
+    .map_err(too_big)?;
     let allowed = allow::parse_list(&args.allow_peer)
         .map_err(|e| fatal(EX_USAGE, format!("--allow-peer: {e}")))?;
     if !allowed.is_empty() && args.ingress.is_empty() {
@@ -53,14 +72,24 @@ pub fn parse_rules(args: &ProxyArgs) -> Result<Vec<RuleSpec>, Fatal> {
         (Direction::Egress, "--egress", &args.egress),
     ] {
         for s in list {
-            let rule: Rule = s
-                .parse()
-                .map_err(|e| fatal(EX_USAGE, format!("invalid {flag} rule {s:?}: {e}")))?;
+            let rule: Rule = s.parse().map_err(|e| {
+                fatal(
+                    EX_USAGE,
+                    format!("invalid {flag} rule {}: {e}", quote_prefix(s)),
+                )
+            })?;
             let pr = ProxyRule { direction, rule };
-            pr.validate()
-                .map_err(|e| fatal(EX_USAGE, format!("invalid {flag} rule {s:?}: {e}")))?;
+            pr.validate().map_err(|e| {
+                fatal(
+                    EX_USAGE,
+                    format!("invalid {flag} rule {}: {e}", quote_prefix(s)),
+                )
+            })?;
             if out.iter().any(|r| r.rule == pr) {
-                return Err(fatal(EX_USAGE, format!("{flag} rule {s:?} given twice")));
+                return Err(fatal(
+                    EX_USAGE,
+                    format!("{flag} rule {} given twice", quote_prefix(s)),
+                ));
             }
             out.push(RuleSpec {
                 rule: pr,

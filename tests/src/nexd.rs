@@ -174,7 +174,7 @@ pub struct Launch {
     /// Give nexd a HOME it cannot write and no state/socket paths, as a careless
     /// `setpriv --reuid=nobody` would.
     pub unwritable_home: bool,
-    /// Start with this descriptor limit, soft and hard (through prlimit).
+    /// Start with this descriptor limit (soft and hard, so nexd cannot raise it).
     pub nofile: Option<u64>,
 }
 
@@ -207,7 +207,12 @@ impl Nexd {
             cmd.extend(["ip", "netns", "exec", ns].map(String::from));
         }
         if let Some(n) = launch.nofile {
-            cmd.extend(["prlimit".into(), format!("--nofile={n}:{n}"), "--".into()]);
+            // prlimit sets its own limits and execs the rest: the pid stays nexd's.
+            cmd.extend([
+                "prlimit".to_string(),
+                format!("--nofile={n}:{n}"),
+                "--".into(),
+            ]);
         }
         if launch.unprivileged {
             cmd.extend(
@@ -331,25 +336,9 @@ impl Drop for Nexd {
 
 /// Runs nexd to completion (for bad-input tests): (exit code, stderr).
 pub fn run_to_exit(args: &[&str], timeout: Duration) -> (Option<i32>, String) {
-    run_to_exit_as(false, args, timeout)
-}
-
-/// [`run_to_exit`], as `nobody` when `as_nobody` and we are root (the user
-/// [`Launch::default_user`] runs nexd as, which owns the directories it created).
-pub fn run_to_exit_as(as_nobody: bool, args: &[&str], timeout: Duration) -> (Option<i32>, String) {
     // Never the system paths (/var/lib/nexd, /run/nexd.sock): a private temp dir.
     let home = tempfile::tempdir().expect("tempdir");
-    let as_nobody = as_nobody && crate::is_root();
-    let mut command = if as_nobody {
-        std::os::unix::fs::chown(home.path(), Some(65534), Some(65534)).expect("chown home");
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
-            .arg(shared_nexd_bin());
-        c
-    } else {
-        Command::new(workspace_bin("nexd"))
-    };
-    let mut child = command
+    let mut child = Command::new(workspace_bin("nexd"))
         .args(args)
         .env_remove("RUST_LOG")
         .env("HOME", home.path())

@@ -115,3 +115,99 @@ fn the_flow_limit_follows_the_descriptor_limit_and_refuses_cleanly_past_it() {
         pair.a.log()
     );
 }
+
+/// CPU clock ticks (user + system) a process has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let fields: Vec<u64> = s
+                .rsplit(')')
+                .next()?
+                .split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            Some(fields.iter().sum())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn accept_loops_back_off_when_descriptors_run_out_and_recover() {
+    let mut pair = Pair::new(true);
+    let echo = echo_server();
+    pair.b.start(
+        &pair.scratch,
+        &["--ingress".into(), format!("tcp:7000:127.0.0.1:{echo}")],
+    );
+    let port = nexd_e2e::free_port();
+    pair.a.start_with(
+        &pair.scratch,
+        &["--egress".into(), format!("tcp:{port}:100.100.0.2:7000")],
+        &Launch {
+            nofile: Some(NOFILE),
+            ..Launch::default_user()
+        },
+    );
+    let pid = nexd_e2e::leak::pid(&pair.a);
+    let fds = || nexd_e2e::procstat::usage(pid).map_or(0, |u| u.fds as u64);
+    let flows: Vec<TcpStream> = (0..40)
+        .map(|i| echo_once(port, i).expect("a flow within the limit"))
+        .collect();
+    // Something else takes the rest of the descriptors: idle API connections.
+    let mut api = Vec::new();
+    for _ in 0..NOFILE {
+        if fds() >= NOFILE {
+            break;
+        }
+        match std::os::unix::net::UnixStream::connect(&pair.a.socket) {
+            Ok(c) => api.push(c),
+            Err(_) => break,
+        }
+        let want = fds() + 1;
+        nexd_e2e::wait_until(Duration::from_secs(2), || fds() >= want.min(NOFILE));
+    }
+    assert_eq!(
+        fds(),
+        NOFILE,
+        "A should be out of descriptors ({} API connections)",
+        api.len()
+    );
+
+    // A new client waits in the backlog while accept fails with EMFILE; nexd must not spin.
+    let mut waiting = TcpStream::connect(local(port)).expect("the kernel accepts into the backlog");
+    let before = cpu_ticks(pid);
+    let window = Instant::now();
+    // A measuring window, not a wait for a condition.
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(pid) - before;
+    let elapsed = window.elapsed();
+    assert!(
+        used <= 30,
+        "A used {used} clock ticks in {elapsed:?} while out of descriptors (spinning)\n{}",
+        pair.a.log()
+    );
+    let warnings = pair.a.log().matches("accept failed").count();
+    assert!(
+        (1..=4).contains(&warnings),
+        "accept failures are logged once per interval, not per attempt: {warnings} lines\n{}",
+        pair.a.log()
+    );
+
+    // Descriptors come back: the waiting client is served.
+    drop(api);
+    waiting
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    waiting.write_all(b"late\n").expect("write");
+    let mut got = [0u8; 5];
+    waiting
+        .read_exact(&mut got)
+        .unwrap_or_else(|e| panic!("the waiting client is served once descriptors free up: {e}\n{}", pair.a.log()));
+    assert_eq!(&got, b"late\n");
+    let st = status_json(&pair.a).expect("status");
+    assert!(counter(&st, "accept_failed") >= 1, "{st}");
+    drop(flows);
+}

@@ -1,10 +1,12 @@
 //! The `nexd.v1.Nexd` service: turns requests into engine commands and persists changes.
 
+use super::conn::ApiCounters;
 use crate::engine::wg::PeerUpdate;
 use crate::engine::{EngineError, EngineHandle};
 use crate::reload::Reloader;
 use crate::state::{SavedPeer, State, StateStore};
 use nexd_common::api::{self, nexd_server::Nexd};
+use nexd_common::limits::{self, quote_prefix, LimitError};
 use nexd_common::{Key, PeerConfig, ProxyRule, RuleSpec};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +30,7 @@ pub struct ApiService {
     runtime: Arc<Mutex<RuntimeState>>,
     reloader: Arc<Reloader>,
     started: Instant,
+    counters: Arc<ApiCounters>,
 }
 
 impl ApiService {
@@ -42,7 +45,13 @@ impl ApiService {
             runtime,
             reloader,
             started: Instant::now(),
+            counters: Arc::default(),
         }
+    }
+
+    /// The connection counters, shared with the accept loop.
+    pub fn counters(&self) -> Arc<ApiCounters> {
+        self.counters.clone()
     }
 }
 
@@ -59,6 +68,7 @@ fn status(e: EngineError) -> Status {
             Status::invalid_argument(e.to_string())
         }
         EngineError::PortUnavailable { .. } => Status::failed_precondition(e.to_string()),
+        EngineError::TooManyRules(_) => Status::resource_exhausted(e.to_string()),
         EngineError::Stopped => Status::unavailable(e.to_string()),
         EngineError::WireGuardSocket { .. } | EngineError::Thread(_) => {
             Status::internal(e.to_string())
@@ -75,27 +85,37 @@ fn saved(runtime: &RuntimeState) -> Result<(), Status> {
     }
 }
 
+/// An input over a size cap: refused before it is parsed, quoting only a prefix.
+fn too_big(e: LimitError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
 fn parse_rule(r: Option<&api::ProxyRule>) -> Result<ProxyRule, Status> {
     let r = r.ok_or_else(|| Status::invalid_argument("missing rule"))?;
+    // RemoveProxyRule ignores the allow-list, so only the rule's own size matters.
+    limits::check_len("rule", &r.rule).map_err(too_big)?;
     ProxyRule::try_from(r).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 fn parse_spec(r: Option<&api::ProxyRule>) -> Result<RuleSpec, Status> {
     let r = r.ok_or_else(|| Status::invalid_argument("missing rule"))?;
+    limits::check_rule_input(&r.rule, &r.allowed_peers).map_err(too_big)?;
     RuleSpec::try_from(r).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 /// Resolves `host:port` without blocking the runtime.
 pub async fn resolve(endpoint: &str) -> Result<SocketAddr, String> {
+    limits::check_len("endpoint", endpoint).map_err(|e| e.to_string())?;
     tokio::net::lookup_host(endpoint)
         .await
         .ok()
         .and_then(|mut a| a.next())
-        .ok_or_else(|| format!("cannot resolve endpoint {endpoint:?}"))
+        .ok_or_else(|| format!("cannot resolve endpoint {}", quote_prefix(endpoint)))
 }
 
 /// Parses AllowedIPs: CIDRs or bare addresses.
 fn parse_allowed_ips(list: &[String]) -> Result<Vec<ipnet::IpNet>, Status> {
+    limits::check_allowed_ips(list).map_err(too_big)?;
     list.iter()
         .map(|s| {
             s.trim()
@@ -103,7 +123,8 @@ fn parse_allowed_ips(list: &[String]) -> Result<Vec<ipnet::IpNet>, Status> {
                 .or_else(|_| s.trim().parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
                 .map_err(|_| {
                     Status::invalid_argument(format!(
-                        "invalid allowed IP {s:?}: not an IP address or CIDR"
+                        "invalid allowed IP {}: not an IP address or CIDR",
+                        quote_prefix(s)
                     ))
                 })
         })
@@ -122,16 +143,21 @@ fn saved_peer(cfg: &PeerConfig) -> SavedPeer {
 }
 
 fn invalid(what: &str, v: &str, why: impl std::fmt::Display) -> Status {
-    Status::invalid_argument(format!("invalid {what} {v:?}: {why}"))
+    Status::invalid_argument(format!("invalid {what} {}: {why}", quote_prefix(v)))
 }
 
 fn parse_public_key(s: &str) -> Result<Key, Status> {
+    limits::check_len("public key", s).map_err(too_big)?;
     s.parse()
         .map_err(|e: nexd_common::KeyError| invalid("public key", s, e))
 }
 
 /// A base64 preshared key; empty for none. The value is never echoed.
 fn parse_preshared_key(s: &str) -> Result<Option<Key>, Status> {
+    if s.len() > limits::MAX_FIELD_LEN {
+        // Never echoed, not even a prefix.
+        return Err(invalid("preshared key", "(hidden)", "too long"));
+    }
     match s.trim() {
         "" => Ok(None),
         k => k
@@ -274,6 +300,7 @@ impl Nexd for ApiService {
                     value,
                     group: group.to_string(),
                 })
+                .chain(self.counters.snapshot())
                 .collect(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             rule_counters: st

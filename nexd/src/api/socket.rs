@@ -1,5 +1,6 @@
 //! The API's unix socket: owner-only from its first instant, one daemon per path.
 
+use super::conn::accept_loop;
 use super::service::ApiService;
 use nexd_common::api::nexd_server::NexdServer;
 use std::fs::DirBuilder;
@@ -7,6 +8,16 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
 use std::path::{Path, PathBuf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
+
+/// Streams open at once on one API connection.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 64;
+/// Largest request message nexd decodes; the largest legitimate one (a peer with 1,024
+/// AllowedIPs, or a rule with 1,024 allow-list entries) is well under 100 KiB.
+pub const MAX_REQUEST_BYTES: usize = 1 << 20;
+/// Largest reply (a status or list with every rule and peer at their caps).
+const MAX_REPLY_BYTES: usize = 64 << 20;
+/// Request headers per stream (gRPC sends a few hundred bytes).
+const MAX_HEADER_LIST_BYTES: u32 = 16 << 10;
 
 /// Sets the process umask and returns the previous one.
 #[allow(unsafe_code)]
@@ -96,15 +107,28 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(nexd_common::api::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(|e| format!("reflection: {e}"))?;
-    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    // Our own accept loop, not tonic's: it pauses when descriptors run out and enforces
+    // the connection cap and silence timeouts (conn.rs).
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(accept_loop(listener, tx, service.counters()));
+    let incoming = tokio_stream::wrappers::ReceiverStream::new(rx);
     // grpc.health.v1: SERVING for the server ("") and for nexd.v1.Nexd while the API runs.
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<NexdServer<ApiService>>()
         .await;
+    let nexd = NexdServer::new(service)
+        .max_decoding_message_size(MAX_REQUEST_BYTES)
+        .max_encoding_message_size(MAX_REPLY_BYTES);
     let result = tonic::transport::Server::builder()
+        // Streams one connection may have open (HTTP/2 SETTINGS and the handler side both):
+        // without them one connection opening 100k streams grew nexd to 884 MB.
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .concurrency_limit_per_connection(MAX_STREAMS_PER_CONNECTION as usize)
+        .http2_max_header_list_size(Some(MAX_HEADER_LIST_BYTES))
+        .http2_max_pending_accept_reset_streams(Some(MAX_STREAMS_PER_CONNECTION as usize))
         .add_service(health)
-        .add_service(NexdServer::new(service))
+        .add_service(nexd)
         .add_service(reflection)
         .add_service(reflection_alpha)
         .serve_with_incoming_shutdown(incoming, cancel.cancelled())

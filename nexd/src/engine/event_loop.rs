@@ -1276,6 +1276,9 @@ impl Engine {
         if self.rules.contains(&rule) {
             return Err(EngineError::DuplicateRule(rule));
         }
+        if self.rules.count() >= nexd_common::limits::MAX_RULES {
+            return Err(EngineError::TooManyRules(self.rules.count()));
+        }
         if rule.direction == Direction::Egress && !spec.allowed_peers.is_empty() {
             return Err(EngineError::InvalidRule {
                 rule,

@@ -96,6 +96,9 @@ pub enum EngineError {
     /// The rule is already active.
     #[error("rule already exists: {0}")]
     DuplicateRule(ProxyRule),
+    /// As many rules are active as nexd holds ([`nexd_common::limits::MAX_RULES`]).
+    #[error("too many rules: {0} are active, the most nexd holds; remove one first")]
+    TooManyRules(usize),
     /// The rule is not active.
     #[error("no such rule: {0}")]
     UnknownRule(ProxyRule),
@@ -220,6 +223,15 @@ pub struct EngineHandle {
 }
 
 impl EngineHandle {
+    /// A handle on whatever answers `commands`: the API fuzz target's stub engine.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub fn detached(commands: mpsc::Sender<Command>) -> Self {
+        EngineHandle {
+            commands,
+            cancel: CancellationToken::new(),
+        }
+    }
+
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, EngineError> {
         let (tx, rx) = oneshot::channel();
         self.commands

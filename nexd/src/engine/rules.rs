@@ -163,6 +163,11 @@ impl RuleTable {
             .is_some_and(|s| s.rules.iter().any(|e| e.rule == r.rule))
     }
 
+    /// How many rules are active.
+    pub fn count(&self) -> usize {
+        self.services.values().map(|s| s.rules.len()).sum()
+    }
+
     /// Adds a rule to an existing service; returns false if there is no service yet.
     pub fn join(&mut self, r: &RuleSpec) -> bool {
         match self.services.get_mut(&key_of(&r.rule)) {
