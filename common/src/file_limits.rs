@@ -8,9 +8,9 @@
 /// of peers).
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
-/// Largest line in a configuration file: long enough for an AllowedIPs line of
-/// [`MAX_ALLOWED_IPS`] IPv6 prefixes.
-pub const MAX_CONFIG_LINE: usize = 64 * 1024;
+/// Largest line in a configuration file: long enough for an AllowedIPs line of thousands of
+/// prefixes (a list of [`MAX_ALLOWED_IPS`] may also be split over several lines).
+pub const MAX_CONFIG_LINE: usize = 512 * 1024;
 
 /// Largest private key file read (a key is 44 base64 characters).
 pub const MAX_KEY_FILE_BYTES: u64 = 4 * 1024;
@@ -18,17 +18,13 @@ pub const MAX_KEY_FILE_BYTES: u64 = 4 * 1024;
 /// Largest state file read.
 pub const MAX_STATE_BYTES: u64 = 16 * 1024 * 1024;
 
-/// Most peers in a config file or added at runtime.
-pub const MAX_PEERS: usize = 16_384;
+pub use crate::limits::{MAX_PEERS, MAX_RULES};
 
-/// Most AllowedIPs of one peer (and Address entries of the interface).
-pub const MAX_ALLOWED_IPS: usize = 1_024;
+/// Most AllowedIPs of one peer (and Address entries of the interface): the API's cap.
+pub const MAX_ALLOWED_IPS: usize = crate::limits::MAX_ALLOWED_IPS_PER_PEER;
 
-/// Most rules in a state file.
-pub const MAX_RULES: usize = 4_096;
-
-/// Most entries of one rule's allow-list in a state file.
-pub const MAX_ALLOW_LIST: usize = 1_024;
+/// Most entries of one rule's allow-list in a state file: the API's cap.
+pub const MAX_ALLOW_LIST: usize = crate::limits::MAX_ALLOW_PEERS_PER_RULE;
 
 /// Longest string field of a state file (a rule line, a key, an address, an endpoint):
 /// twice the longest rule the API takes, since a saved rule line also holds its direction,
@@ -36,14 +32,15 @@ pub const MAX_ALLOW_LIST: usize = 1_024;
 pub const MAX_FIELD_LEN: usize = 2_048;
 
 /// How much of an offending value an error message quotes.
-pub const QUOTE_CHARS: usize = 64;
+pub const QUOTE_CHARS: usize = crate::limits::QUOTE_PREFIX_CHARS;
 
-/// The first [`QUOTE_CHARS`] characters of `s`, with `…` when cut, so an error about a
-/// huge value stays one short line.
+/// The first [`QUOTE_CHARS`] characters of `s` unquoted, with `…` when cut (for messages
+/// that already quote; [`crate::limits::quote_prefix`] quotes), so an error about a huge
+/// value stays one short line.
 pub fn clip(s: &str) -> String {
-    match s.char_indices().nth(QUOTE_CHARS) {
-        Some((end, _)) => format!("{}…", &s[..end]),
-        None => s.to_string(),
+    match crate::limits::cut(s) {
+        (head, true) => format!("{head}…"),
+        (head, false) => head.to_string(),
     }
 }
 

@@ -4,6 +4,8 @@
 
 /// Proxy rules active at once (flags, state file and API together).
 pub const MAX_RULES: usize = 4096;
+/// Peers at once (config file, state file and API together).
+pub const MAX_PEERS: usize = 16_384;
 /// Entries in one ingress rule's allow-list (`--allow-peer`).
 pub const MAX_ALLOW_PEERS_PER_RULE: usize = 1024;
 /// AllowedIPs of one peer: lists of thousands of routes (a region's address blocks, a full
@@ -45,9 +47,17 @@ pub enum LimitError {
 /// `s` quoted for an error message: at most [`QUOTE_PREFIX_CHARS`] characters, escaped as
 /// `{:?}` does, with "…" after the quote when it was cut.
 pub fn quote_prefix(s: &str) -> String {
+    match cut(s) {
+        (head, true) => format!("{head:?}…"),
+        (head, false) => format!("{head:?}"),
+    }
+}
+
+/// The first [`QUOTE_PREFIX_CHARS`] characters of `s`, and whether that cut anything.
+pub fn cut(s: &str) -> (&str, bool) {
     match s.char_indices().nth(QUOTE_PREFIX_CHARS) {
-        Some((cut, _)) => format!("{:?}…", &s[..cut]),
-        None => format!("{s:?}"),
+        Some((end, _)) => (&s[..end], true),
+        None => (s, false),
     }
 }
 

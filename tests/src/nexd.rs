@@ -336,9 +336,25 @@ impl Drop for Nexd {
 
 /// Runs nexd to completion (for bad-input tests): (exit code, stderr).
 pub fn run_to_exit(args: &[&str], timeout: Duration) -> (Option<i32>, String) {
+    run_to_exit_as(false, args, timeout)
+}
+
+/// [`run_to_exit`], as `nobody` when `as_nobody` and we are root (the user
+/// [`Launch::default_user`] runs nexd as, which owns the directories it created).
+pub fn run_to_exit_as(as_nobody: bool, args: &[&str], timeout: Duration) -> (Option<i32>, String) {
     // Never the system paths (/var/lib/nexd, /run/nexd.sock): a private temp dir.
     let home = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(workspace_bin("nexd"))
+    let as_nobody = as_nobody && crate::is_root();
+    let mut command = if as_nobody {
+        std::os::unix::fs::chown(home.path(), Some(65534), Some(65534)).expect("chown home");
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+            .arg(shared_nexd_bin());
+        c
+    } else {
+        Command::new(workspace_bin("nexd"))
+    };
+    let mut child = command
         .args(args)
         .env_remove("RUST_LOG")
         .env("HOME", home.path())

@@ -203,9 +203,12 @@ fn accept_loops_back_off_when_descriptors_run_out_and_recover() {
         .expect("timeout");
     waiting.write_all(b"late\n").expect("write");
     let mut got = [0u8; 5];
-    waiting
-        .read_exact(&mut got)
-        .unwrap_or_else(|e| panic!("the waiting client is served once descriptors free up: {e}\n{}", pair.a.log()));
+    waiting.read_exact(&mut got).unwrap_or_else(|e| {
+        panic!(
+            "the waiting client is served once descriptors free up: {e}\n{}",
+            pair.a.log()
+        )
+    });
     assert_eq!(&got, b"late\n");
     let st = status_json(&pair.a).expect("status");
     assert!(counter(&st, "accept_failed") >= 1, "{st}");

@@ -128,6 +128,7 @@ impl Model {
                 .collect(),
             tcp_flows: 0,
             udp_flows: 0,
+            host_sockets: 0,
             counters: Vec::new(),
         }
     }

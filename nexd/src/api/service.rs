@@ -64,6 +64,9 @@ fn status(e: EngineError) -> Status {
         EngineError::UnknownRule(_) | EngineError::UnknownPeer(_) => {
             Status::not_found(e.to_string())
         }
+        EngineError::Peer(crate::engine::wg::PeerError::TooMany(_)) => {
+            Status::resource_exhausted(e.to_string())
+        }
         EngineError::InvalidRule { .. } | EngineError::Peer(_) => {
             Status::invalid_argument(e.to_string())
         }

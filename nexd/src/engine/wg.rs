@@ -125,6 +125,9 @@ pub enum PeerError {
     /// The key is the node's own public key.
     #[error("peer {0} is this interface's own public key; a node cannot be its own peer")]
     OwnKey(Key),
+    /// The node already has the most peers it may hold.
+    #[error("too many peers (at most {0})")]
+    TooMany(usize),
 }
 
 /// Changes to a peer in place; `None` leaves a setting as it is.
@@ -193,6 +196,9 @@ impl WgDevice {
         }
         if cfg.public_key == self.public_key() {
             return Err(PeerError::OwnKey(cfg.public_key));
+        }
+        if self.by_key.len() >= nexd_common::limits::MAX_PEERS {
+            return Err(PeerError::TooMany(nexd_common::limits::MAX_PEERS));
         }
         if exclusive {
             if let Some((net, holder)) = self.taken(&cfg.public_key, &cfg.allowed_ips) {
