@@ -371,7 +371,10 @@ async fn read_host(
     credits: Arc<Semaphore>,
 ) {
     loop {
+        // Biased: while data flows, the first branch is ready at once and the error watch
+        // is never polled (registered), so it costs nothing per chunk.
         let permit = tokio::select! {
+            biased;
             p = credits.acquire() => match p {
                 Ok(p) => p,
                 // The flow is over.
@@ -381,6 +384,7 @@ async fn read_host(
         };
         // Allocate only once data is there: an idle connection then holds no buffer.
         let readable = tokio::select! {
+            biased;
             r = rd.readable() => r.is_ok(),
             _ = host_error(&rd) => false,
         };
