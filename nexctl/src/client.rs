@@ -60,41 +60,27 @@ fn user_name(uid: u32) -> String {
         .unwrap_or_else(|| format!("uid {uid}"))
 }
 
-/// Refuses a socket that someone other than root or the caller could have put there: nexctl
-/// would send it preshared keys and believe its answers. A socket owned by another user is
-/// accepted only by root, and only in a directory no third user may write (the daemon's own
-/// user owns /run/nexd under systemd's DynamicUser=yes). A missing socket is left to the
-/// connect, which reports it.
+/// Refuses a socket owned by anyone but root or the caller: another user's socket could be
+/// a fake nexd, which nexctl would send preshared keys to and believe. Root is no exception
+/// (a root nexctl trusts only root's sockets); to control a nexd that runs as another user,
+/// run nexctl as that user. A missing socket is left to the connect, which reports it.
 pub fn check_owner(path: &Path) -> Result<(), Failure> {
     let Ok(meta) = std::fs::metadata(path) else {
         return Ok(());
     };
     let owner = meta.uid();
-    let me = my_uid();
-    if owner == 0 || Some(owner) == me {
+    if owner == 0 || Some(owner) == my_uid() {
         return Ok(());
     }
-    if me == Some(0) && dir_only_writable_by(path, owner) {
-        return Ok(());
-    }
+    let name = user_name(owner);
     Err(Failure::new(
         EX_NOPERM,
         format!(
-            "refusing {}: owned by {}, not by root or you (another user's socket could be a fake nexd)",
+            "refusing {}: owned by {name}, not by root or you (another user's socket could be \
+             a fake nexd); to control a nexd running as {name}, run nexctl as that user",
             path.display(),
-            user_name(owner)
         ),
     ))
-}
-
-/// Whether the directory holding `path` is writable only by root or `owner`.
-fn dir_only_writable_by(path: &Path, owner: u32) -> bool {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::metadata(dir)
-        .is_ok_and(|m| (m.uid() == 0 || m.uid() == owner) && m.mode() & 0o022 == 0)
 }
 
 /// Maps a failed connect to the socket to an exit code: permission denied is 77

@@ -178,14 +178,37 @@ impl Node {
     }
 }
 
-/// Runs nexctl, optionally as another user (via setpriv).
+/// Runs nexctl, optionally as another user (via setpriv); see [`nexctl_command`].
 pub fn nexctl_as(
     user: Option<&str>,
     socket: &std::path::Path,
     args: &[&str],
 ) -> (i32, String, String) {
+    let mut cmd = nexctl_command(user, socket);
+    let out = cmd
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run nexctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `nexctl --unix-socket SOCKET`, as `user` (via setpriv) if given; else as the socket's
+/// owner when that is another user and we are root (nexd runs as nobody in the tests, and
+/// nexctl trusts only root's or its own user's sockets), else as ourselves.
+pub fn nexctl_command(user: Option<&str>, socket: &std::path::Path) -> Command {
+    use std::os::unix::fs::MetadataExt as _;
     let bin = crate::nexd::shared_bin("nexctl");
-    let mut cmd = match user {
+    let owner = std::fs::metadata(socket)
+        .ok()
+        .map(|m| m.uid())
+        .filter(|&uid| uid != 0 && crate::is_root())
+        .map(|uid| uid.to_string());
+    let mut cmd = match user.or(owner.as_deref()) {
         Some(u) => {
             let mut c = Command::new("setpriv");
             c.args([
@@ -199,17 +222,8 @@ pub fn nexctl_as(
         }
         None => Command::new(&bin),
     };
-    let out = cmd
-        .arg("--unix-socket")
+    cmd.arg("--unix-socket")
         .arg(socket)
-        .args(args)
-        .env_remove("NEXD_UNIX_SOCKET")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run nexctl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+        .env_remove("NEXD_UNIX_SOCKET");
+    cmd
 }

@@ -293,7 +293,11 @@ fn oversized_config_and_state_files_are_refused_briefly() {
     // A 10 MB line (over the file cap) and a 900 KB one (under it): short errors.
     for (name, len, want) in [
         ("ten-mb.conf", 10_000_000, "larger than 1048576 bytes"),
-        ("long-line.conf", 900_000, "line 4: longer than 524288 bytes"),
+        (
+            "long-line.conf",
+            900_000,
+            "line 4: longer than 524288 bytes",
+        ),
     ] {
         let text = format!(
             "[Interface]\nPrivateKey = {}\nAddress = 10.0.0.1/32\nAddress = {}\n",

@@ -102,9 +102,7 @@ fn a_peer_with_5000_allowed_ips_lists_without_panic() {
 fn a_closed_stdout_ends_nexctl_quietly() {
     let (p, _) = peer_with_allowed_ips(2000);
     for args in [&["nexd", "status"][..], &["nexd", "peers", "list"]] {
-        let mut child = Command::new(shared_bin("nexctl"))
-            .arg("--unix-socket")
-            .arg(&p.a.socket)
+        let mut child = nexd_e2e::pair::nexctl_command(None, &p.a.socket)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
