@@ -153,6 +153,16 @@ fn a_socket_owned_by_another_user_is_refused_with_77() {
     };
     // As root.
     check(nexctl(&sock, &["--timeout", "2", "nexd", "status"]));
+    // As root, in a private root-owned directory: root trusts only root's sockets.
+    let private = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let inner = private.path().join("nexd.sock");
+    let _inner_listener = UnixListener::bind(&inner).unwrap();
+    std::os::unix::fs::chown(&inner, Some(65534), Some(65534)).unwrap();
+    let out = nexctl(&inner, &["--timeout", "2", "nexd", "status"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(77), "{err}");
+    assert!(err.contains("uid 65534") && err.contains("run nexctl as that user"), "{err}");
     // As another unprivileged user, who could connect (the socket is 0777).
     let out = Command::new("setpriv")
         .args(["--reuid=65533", "--regid=65533", "--clear-groups", "--"])
