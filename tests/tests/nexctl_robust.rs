@@ -162,7 +162,10 @@ fn a_socket_owned_by_another_user_is_refused_with_77() {
     let out = nexctl(&inner, &["--timeout", "2", "nexd", "status"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(77), "{err}");
-    assert!(err.contains("uid 65534") && err.contains("run nexctl as that user"), "{err}");
+    assert!(
+        err.contains("uid 65534") && err.contains("run nexctl as that user"),
+        "{err}"
+    );
     // As another unprivileged user, who could connect (the socket is 0777).
     let out = Command::new("setpriv")
         .args(["--reuid=65533", "--regid=65533", "--clear-groups", "--"])
