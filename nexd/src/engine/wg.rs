@@ -57,6 +57,9 @@ pub struct Peer {
     last_handshake_at: Option<std::time::Instant>,
     /// Handshakes completed.
     pub handshakes: u64,
+    /// Packets may wait in boringtun's queue for the session we answered the peer's
+    /// initiation with: send them once the peer's first data packet confirms it.
+    flush_pending: bool,
 }
 
 impl Peer {
@@ -239,6 +242,7 @@ impl WgDevice {
                 last_handshake: None,
                 last_handshake_at: None,
                 handshakes: 0,
+                flush_pending: false,
             },
         );
         self.by_key.insert(cfg.public_key.0, index);
@@ -352,6 +356,7 @@ impl WgDevice {
     /// Handles one datagram from the network.
     pub fn handle_datagram(&mut self, from: SocketAddr, data: &[u8], io: &mut impl WgIo) {
         let is_handshake;
+        let mut is_init = false;
         let mut is_data = false;
         let index = {
             let packet =
@@ -376,6 +381,7 @@ impl WgDevice {
             );
             match packet {
                 Packet::HandshakeInit(ref init) => {
+                    is_init = true;
                     match parse_handshake_anon(&self.private, &self.public, init)
                         .ok()
                         .and_then(|h| self.by_key.get(&h.peer_static_public).copied())
@@ -417,11 +423,16 @@ impl WgDevice {
             TunnResult::WriteToNetwork(out) => {
                 authenticated = true;
                 io.send_datagram(from, out);
-                // Flush packets that were queued while the handshake was in flight.
-                while let TunnResult::WriteToNetwork(out) =
-                    peer.tunn.decapsulate(None, &[], &mut self.scratch)
-                {
-                    io.send_datagram(from, out);
+                // Flush packets that were queued while the handshake was in flight, once a
+                // session can carry them. Not after answering the peer's initiation: that
+                // session is unusable until the peer's first data packet, so boringtun
+                // would start an initiation of its own for them, orphaning one already in
+                // flight when both sides initiated at once (its response is then refused,
+                // and traffic waited ~10 s for the next handshake).
+                if is_init {
+                    peer.flush_pending = true;
+                } else {
+                    Self::flush_queued(peer, from, &mut self.scratch, io);
                 }
             }
             TunnResult::WriteToTunnelV4(packet, src) => {
@@ -451,9 +462,19 @@ impl WgDevice {
         }
         if authenticated {
             peer.endpoint = Some(from);
+            if is_data && std::mem::take(&mut peer.flush_pending) {
+                Self::flush_queued(peer, from, &mut self.scratch, io);
+            }
         }
         if failed && is_data {
             self.answer_stale_session(from, io);
+        }
+    }
+
+    /// Sends the packets boringtun queued for `peer` while it had no usable session.
+    fn flush_queued(peer: &mut Peer, to: SocketAddr, scratch: &mut [u8], io: &mut impl WgIo) {
+        while let TunnResult::WriteToNetwork(out) = peer.tunn.decapsulate(None, &[], scratch) {
+            io.send_datagram(to, out);
         }
     }
 
