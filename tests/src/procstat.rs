@@ -42,6 +42,25 @@ pub fn usage(pid: u32) -> Option<Usage> {
     Some(Usage { rss_kib, fds })
 }
 
+/// CPU time (user + system, in clock ticks) `pid` has used; 0 once it is gone.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // The fields after the command name (which may hold spaces): utime is the 12th.
+            let fields: Vec<u64> = s
+                .rsplit(')')
+                .next()?
+                .split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            Some(fields.iter().sum())
+        })
+        .unwrap_or(0)
+}
+
 /// Samples several processes on a background thread and keeps each one's peak RSS and
 /// peak descriptor count (each maximum on its own; they need not coincide).
 pub struct PeakSampler {

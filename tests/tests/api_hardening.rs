@@ -23,15 +23,6 @@ fn pid(p: &mut Pair) -> u32 {
     p.a.proc().pid().expect("nexd pid")
 }
 
-/// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    // Fields after the command name, which may hold spaces: state is the first.
-    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
-}
-
 /// Whether the server closed the connection (EOF or reset) within `within`.
 fn closed_within(s: &mut UnixStream, within: Duration) -> bool {
     s.set_read_timeout(Some(within)).unwrap();
@@ -88,10 +79,10 @@ fn out_of_descriptors_the_api_pauses_instead_of_spinning_and_recovers() {
         .collect();
     p.a.proc()
         .wait_for_log("API accept failed", Duration::from_secs(20));
-    let before = cpu_ticks(pid);
+    let before = nexd_e2e::procstat::cpu_ticks(pid);
     let t = Instant::now();
     wait_until(Duration::from_secs(2), || false);
-    let ticks = cpu_ticks(pid) - before;
+    let ticks = nexd_e2e::procstat::cpu_ticks(pid) - before;
     let hz = 100.0; // USER_HZ on Linux
     let share = ticks as f64 / hz / t.elapsed().as_secs_f64();
     assert!(

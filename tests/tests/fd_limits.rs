@@ -116,24 +116,6 @@ fn the_flow_limit_follows_the_descriptor_limit_and_refuses_cleanly_past_it() {
     );
 }
 
-/// CPU clock ticks (user + system) a process has used.
-fn cpu_ticks(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let fields: Vec<u64> = s
-                .rsplit(')')
-                .next()?
-                .split_whitespace()
-                .skip(11)
-                .take(2)
-                .filter_map(|v| v.parse().ok())
-                .collect();
-            Some(fields.iter().sum())
-        })
-        .unwrap_or(0)
-}
-
 #[test]
 fn accept_loops_back_off_when_descriptors_run_out_and_recover() {
     let mut pair = Pair::new(true);
@@ -180,11 +162,11 @@ fn accept_loops_back_off_when_descriptors_run_out_and_recover() {
 
     // A new client waits in the backlog while accept fails with EMFILE; nexd must not spin.
     let mut waiting = TcpStream::connect(local(port)).expect("the kernel accepts into the backlog");
-    let before = cpu_ticks(pid);
+    let before = nexd_e2e::procstat::cpu_ticks(pid);
     let window = Instant::now();
     // A measuring window, not a wait for a condition.
     std::thread::sleep(Duration::from_secs(2));
-    let used = cpu_ticks(pid) - before;
+    let used = nexd_e2e::procstat::cpu_ticks(pid) - before;
     let elapsed = window.elapsed();
     assert!(
         used <= 30,

@@ -60,22 +60,7 @@ fn new_connections_stay_fast_with_thousands_of_ingress_rules() {
     );
     // An idle node with thousands of rules uses no CPU between packets.
     let pid = nexd_e2e::leak::pid(&pair.b);
-    let ticks = || {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| {
-                let f: Vec<u64> = s
-                    .rsplit(')')
-                    .next()?
-                    .split_whitespace()
-                    .skip(11)
-                    .take(2)
-                    .filter_map(|v| v.parse().ok())
-                    .collect();
-                Some(f.iter().sum::<u64>())
-            })
-            .unwrap_or(0)
-    };
+    let ticks = || nexd_e2e::procstat::cpu_ticks(pid);
     let before = ticks();
     std::thread::sleep(Duration::from_secs(2));
     let idle = ticks() - before;
