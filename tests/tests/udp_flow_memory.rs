@@ -10,9 +10,11 @@ use std::net::UdpSocket;
 use std::time::Duration;
 
 const FLOWS: usize = 2000;
-/// Resident bytes one idle UDP flow may add (its smoltcp socket, index entries, a share of
-/// the allocator's slack).
-const PER_FLOW_BOUND: u64 = 16 * 1024;
+/// Resident bytes one idle UDP flow may add (its smoltcp socket, slot metadata, the two
+/// payload pages its datagrams touched, index entries, a share of the allocator's slack).
+/// Measured ~14 KiB; the bound leaves room for the allocator on a busy machine and still
+/// fails at the old ~33 KiB.
+const PER_FLOW_BOUND: u64 = 20 * 1024;
 
 #[test]
 fn an_egress_udp_flow_costs_little_resident_memory() {

@@ -21,10 +21,10 @@ pub const TCP_GROWTH_BUDGET: usize = 256 * 1024 * 1024;
 const UDP_SLOTS: usize = 256;
 const UDP_PAYLOAD: usize = 512 * 1024;
 /// A UDP flow's socket buffers. Slot metadata is written when allocated (~64 bytes a slot),
-/// so 256 slots each way cost a flow 32 KiB at once; the engine drains a flow's socket after
+/// so 256 slots each way cost a flow 32 KiB at once (32 slots: 4 KiB); the engine drains a flow's socket after
 /// every poll of at most `RX_BATCH` packets and flushes a full send queue (see
 /// `egress_udp_datagram`), so fewer slots lose nothing. Payload pages are touched only as used.
-const UDP_FLOW_SLOTS: usize = 64;
+const UDP_FLOW_SLOTS: usize = 32;
 const UDP_FLOW_PAYLOAD: usize = 128 * 1024;
 
 /// smoltcp interface, sockets and device, owned by the engine.
