@@ -69,6 +69,8 @@ pub struct RuleSpec {
     pub rule: ProxyRule,
     /// Peers allowed to open flows through it (ingress only); empty admits every peer.
     pub allowed_peers: Vec<AllowPeer>,
+    /// PROXY protocol header sent to the local server before the stream (TCP ingress only).
+    pub proxy_protocol: Option<crate::gateway::ProxyProtocol>,
 }
 
 impl From<ProxyRule> for RuleSpec {
@@ -76,6 +78,7 @@ impl From<ProxyRule> for RuleSpec {
         RuleSpec {
             rule,
             allowed_peers: Vec::new(),
+            proxy_protocol: None,
         }
     }
 }
@@ -91,6 +94,9 @@ impl fmt::Display for RuleSpec {
                 }
                 a.fmt(f)?;
             }
+        }
+        if let Some(v) = self.proxy_protocol {
+            write!(f, " proxy-protocol={v}")?;
         }
         Ok(())
     }

@@ -6,6 +6,7 @@ pub mod api;
 pub mod clidoc;
 pub mod config;
 pub mod file_limits;
+pub mod gateway;
 pub mod key;
 pub mod limits;
 pub mod paths;
@@ -14,5 +15,6 @@ pub mod usage;
 
 pub use allow::{AllowPeer, RuleSpec};
 pub use config::{ConfigError, NetworkConfig, PeerConfig};
+pub use gateway::{DestAllow, Gateway, GatewayKind, GatewaySpec, ProxyProtocol};
 pub use key::{Key, KeyError};
 pub use rule::{Direction, Protocol, ProxyRule, Rule, RuleError};

@@ -80,6 +80,12 @@ pub enum RuleError {
     /// An allow-list entry is not a key, address or network.
     #[error(transparent)]
     InvalidPeer(#[from] crate::allow::AllowPeerError),
+    /// A PROXY protocol version that does not exist.
+    #[error(transparent)]
+    Gateway(crate::gateway::GatewayError),
+    /// A PROXY protocol header asked for on a rule other than TCP ingress.
+    #[error("rule {}: --proxy-protocol applies to TCP ingress rules only", crate::limits::quote_prefix(.0))]
+    ProxyProtocolNotIngressTcp(String),
 }
 
 impl FromStr for Protocol {

@@ -81,6 +81,7 @@ fn spec_arg(arg: &AddArgs) -> Result<RuleSpec, Failure> {
     Ok(RuleSpec {
         rule,
         allowed_peers,
+        proxy_protocol: None,
     })
 }
 

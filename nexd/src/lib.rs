@@ -7,6 +7,7 @@ pub mod config_file;
 pub mod drain;
 pub mod engine;
 pub mod fd_limit;
+pub mod gateway;
 pub mod keys;
 pub mod metrics;
 pub mod page_alloc;

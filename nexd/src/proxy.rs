@@ -97,6 +97,7 @@ pub fn parse_rules(args: &ProxyArgs) -> Result<Vec<RuleSpec>, Fatal> {
                     Direction::Ingress => allowed.clone(),
                     Direction::Egress => Vec::new(),
                 },
+                proxy_protocol: None,
             });
         }
     }
@@ -197,6 +198,7 @@ fn merge_state(
             rules.push(RuleSpec {
                 rule: r,
                 allowed_peers,
+                proxy_protocol: None,
             });
         }
     }
@@ -316,6 +318,7 @@ pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
             network,
             endpoints,
             tunables,
+            gateway: Default::default(),
         },
         cancel.clone(),
     )

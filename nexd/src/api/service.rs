@@ -58,19 +58,22 @@ impl ApiService {
 fn status(e: EngineError) -> Status {
     match e {
         EngineError::DuplicateRule(_)
+        | EngineError::DuplicateGateway(_)
         | EngineError::Peer(crate::engine::wg::PeerError::Duplicate(_)) => {
             Status::already_exists(e.to_string())
         }
-        EngineError::UnknownRule(_) | EngineError::UnknownPeer(_) => {
-            Status::not_found(e.to_string())
-        }
+        EngineError::UnknownRule(_)
+        | EngineError::UnknownPeer(_)
+        | EngineError::UnknownGateway(_) => Status::not_found(e.to_string()),
         EngineError::Peer(crate::engine::wg::PeerError::TooMany(_)) => {
             Status::resource_exhausted(e.to_string())
         }
         EngineError::InvalidRule { .. } | EngineError::Peer(_) => {
             Status::invalid_argument(e.to_string())
         }
-        EngineError::PortUnavailable { .. } => Status::failed_precondition(e.to_string()),
+        EngineError::PortUnavailable { .. } | EngineError::GatewayUnavailable { .. } => {
+            Status::failed_precondition(e.to_string())
+        }
         EngineError::TooManyRules(_) => Status::resource_exhausted(e.to_string()),
         EngineError::Stopped => Status::unavailable(e.to_string()),
         EngineError::WireGuardSocket { .. } | EngineError::Thread(_) => {
@@ -273,7 +276,24 @@ impl Nexd for ApiService {
                 }
             })
             .collect();
-        Ok(Response::new(api::ListProxyRulesResponse { rules }))
+        Ok(Response::new(api::ListProxyRulesResponse {
+            rules,
+            servers: Vec::new(),
+        }))
+    }
+
+    async fn add_proxy_server(
+        &self,
+        _req: Request<api::AddProxyServerRequest>,
+    ) -> Result<Response<api::AddProxyServerResponse>, Status> {
+        Err(Status::unimplemented("proxy servers: not yet"))
+    }
+
+    async fn remove_proxy_server(
+        &self,
+        _req: Request<api::RemoveProxyServerRequest>,
+    ) -> Result<Response<api::RemoveProxyServerResponse>, Status> {
+        Err(Status::unimplemented("proxy servers: not yet"))
     }
 
     async fn get_status(
@@ -291,6 +311,7 @@ impl Nexd for ApiService {
             tcp_flows: st.tcp_flows as u32,
             udp_flows: st.udp_flows as u32,
             host_sockets: st.host_sockets as u32,
+            server_counters: Vec::new(),
             open_fds: crate::fd_limit::open_fds().unwrap_or(0) as u32,
             fd_limit: crate::fd_limit::current()
                 .unwrap_or(0)

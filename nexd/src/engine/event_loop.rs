@@ -1,6 +1,7 @@
 //! The engine task: waits on the WireGuard socket, host events, commands and timers, and
 //! after each wake-up pumps the stack until it is quiet.
 
+use super::gateways::{GatewayEntry, GatewayTable};
 use super::host::{self, Event, FlowId};
 use super::rules::{FlowOrigin, Listener, Origin, Refusal, RuleTable, ServiceKey};
 use super::stack::NetStack;
@@ -12,7 +13,7 @@ use super::udp_batch::{self, SendBatch};
 use super::wg::{WgDevice, WgIo};
 use super::{Command, EngineConfig, EngineError, EngineHandle, EngineStatus, PeerStatus, Tunables};
 use bytes::Bytes;
-use nexd_common::{Direction, Protocol, ProxyRule, RuleSpec};
+use nexd_common::{Direction, Gateway, GatewaySpec, Protocol, ProxyRule, RuleSpec};
 use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::udp as sudp;
 use smoltcp::wire::{IpEndpoint, IpListenEndpoint};
@@ -76,6 +77,10 @@ struct Engine {
     events_rx: mpsc::Receiver<Event>,
     commands: mpsc::Receiver<Command>,
     rules: RuleTable,
+    /// Proxy servers (SOCKS5, HTTP CONNECT).
+    gateways: GatewayTable,
+    /// Settings the proxy servers share.
+    gateway_options: crate::gateway::GatewayOptions,
     tcp_flows: HashMap<FlowId, TcpFlow>,
     /// Which flow each TCP connection's packets go to.
     tcp_index: HashMap<Tuple, FlowId>,
@@ -247,6 +252,8 @@ fn run_on_own_runtime(
             events_rx,
             commands,
             rules: RuleTable::default(),
+            gateways: GatewayTable::default(),
+            gateway_options: cfg.gateway,
             tcp_flows: HashMap::new(),
             tcp_index: HashMap::new(),
             dirty: Vec::new(),
@@ -1179,6 +1186,12 @@ impl Engine {
             Command::RemoveRule(rule, reply) => {
                 let _ = reply.send(self.remove_rule(rule));
             }
+            Command::AddGateway(spec, reply) => {
+                let _ = reply.send(self.add_gateway(spec));
+            }
+            Command::RemoveGateway(gateway, reply) => {
+                let _ = reply.send(self.remove_gateway(gateway));
+            }
             Command::AddPeer(peer, endpoint, exclusive, reply) => {
                 let r = self
                     .wg
@@ -1233,8 +1246,56 @@ impl Engine {
     /// Shutdown: closes every listener (new connections are refused, from the host and from
     /// peers) and ends the UDP flows, which have no end of their own to wait for. TCP flows
     /// go on.
+    fn add_gateway(&mut self, spec: GatewaySpec) -> Result<(), EngineError> {
+        if self.draining {
+            return Err(EngineError::Stopped);
+        }
+        let gateway = spec.gateway;
+        if self.gateways.servers.contains_key(&gateway) {
+            return Err(EngineError::DuplicateGateway(gateway));
+        }
+        let listener =
+            host::bind_tcp(gateway.listen).map_err(|e| EngineError::GatewayUnavailable {
+                gateway,
+                reason: if e.kind() == std::io::ErrorKind::AddrInUse {
+                    format!("port {} is already in use", gateway.listen.port())
+                } else {
+                    format!("cannot bind {}: {e}", gateway.listen)
+                },
+            })?;
+        let task = crate::gateway::spawn_listener(
+            listener,
+            gateway,
+            self.gateway_options.clone(),
+            self.events_tx.clone(),
+        );
+        info!(server = %spec, "proxy server listening");
+        self.gateways.servers.insert(
+            gateway,
+            GatewayEntry {
+                allow: spec.allow,
+                flows: 0,
+                counters: Default::default(),
+                listener: task,
+            },
+        );
+        Ok(())
+    }
+
+    fn remove_gateway(&mut self, gateway: Gateway) -> Result<(), EngineError> {
+        let Some(entry) = self.gateways.servers.remove(&gateway) else {
+            return Err(EngineError::UnknownGateway(gateway));
+        };
+        entry.listener.abort();
+        info!(server = %gateway, "proxy server removed; live connections drain");
+        Ok(())
+    }
+
     fn stop_accepting(&mut self) {
         self.draining = true;
+        for (_, entry) in std::mem::take(&mut self.gateways.servers) {
+            entry.listener.abort();
+        }
         for (key, service) in std::mem::take(&mut self.rules.services) {
             match service.listener {
                 Listener::EgressTcp(t) | Listener::EgressUdp(t) => t.iter().for_each(|t| t.abort()),
@@ -1412,6 +1473,11 @@ impl Engine {
                     .values()
                     .filter_map(|f| f.origin.as_ref().map(|o| (o, f.moved))),
             ),
+            gateways: self.gateways.stats(
+                self.tcp_flows
+                    .values()
+                    .filter_map(|f| f.gateway.as_ref().map(|g| (g, f.moved))),
+            ),
             peers: self
                 .wg
                 .peers()
@@ -1433,7 +1499,8 @@ impl Engine {
             udp_flows: self.egress_udp.len() + self.ingress_udp.len(),
             host_sockets: self.host_connections.load(Ordering::Relaxed)
                 + self.ingress_udp.len()
-                + self.rules.host_listeners(),
+                + self.rules.host_listeners()
+                + self.gateways.servers.len(),
             counters: {
                 let e = &self.counters;
                 const D: &str = "dropped_packets";
@@ -1481,6 +1548,9 @@ impl Engine {
                 Listener::EgressTcp(t) | Listener::EgressUdp(t) => t.iter().for_each(|t| t.abort()),
                 _ => {}
             }
+        }
+        for e in self.gateways.servers.values() {
+            e.listener.abort();
         }
         for f in self.ingress_udp.values() {
             f.reader.abort();

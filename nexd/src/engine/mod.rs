@@ -8,7 +8,8 @@ pub mod device;
 mod event_loop;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
-mod host;
+pub mod gateways;
+pub mod host;
 mod loops;
 mod memory;
 pub mod ports;
@@ -25,7 +26,7 @@ pub mod wg;
 #[cfg(test)]
 mod core_tests;
 
-use nexd_common::{Key, NetworkConfig, PeerConfig, ProxyRule, RuleSpec};
+use nexd_common::{Gateway, GatewaySpec, Key, NetworkConfig, PeerConfig, ProxyRule, RuleSpec};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -88,6 +89,8 @@ pub struct EngineConfig {
     pub endpoints: Vec<Option<SocketAddr>>,
     /// Tunables.
     pub tunables: Tunables,
+    /// Settings shared by the proxy servers (SOCKS5 names, credentials).
+    pub gateway: crate::gateway::GatewayOptions,
 }
 
 /// Errors the engine reports for commands.
@@ -102,6 +105,20 @@ pub enum EngineError {
     /// The rule is not active.
     #[error("no such rule: {0}")]
     UnknownRule(ProxyRule),
+    /// A proxy server already listens there.
+    #[error("proxy server already exists: {0}")]
+    DuplicateGateway(Gateway),
+    /// No proxy server listens there.
+    #[error("no such proxy server: {0}")]
+    UnknownGateway(Gateway),
+    /// A proxy server's address could not be bound.
+    #[error("cannot listen for {gateway}: {reason}")]
+    GatewayUnavailable {
+        /// The server.
+        gateway: Gateway,
+        /// Why, in words.
+        reason: String,
+    },
     /// The host port of an egress rule could not be bound.
     #[error("cannot listen for {rule}: port {port} {reason}")]
     PortUnavailable {
@@ -176,6 +193,8 @@ pub struct EngineStatus {
     pub rules: Vec<RuleSpec>,
     /// Active rules' flow counts and counters.
     pub rule_stats: Vec<rules::RuleStats>,
+    /// Proxy servers with their flow counts and counters.
+    pub gateways: Vec<gateways::GatewayStats>,
     /// Peers.
     pub peers: Vec<PeerStatus>,
     /// Open TCP flows.
@@ -197,6 +216,10 @@ pub enum Command {
     AddRule(RuleSpec, Reply<()>),
     /// Stop a rule's listener; live flows drain.
     RemoveRule(ProxyRule, Reply<()>),
+    /// Start a proxy server; replies once it listens.
+    AddGateway(GatewaySpec, Reply<()>),
+    /// Stop a proxy server's listener; live flows drain.
+    RemoveGateway(Gateway, Reply<()>),
     /// Add a peer; `true`: refuse AllowedIPs another peer holds.
     AddPeer(PeerConfig, Option<SocketAddr>, bool, Reply<()>),
     /// Change a peer in place; replies with its resulting settings.
@@ -249,6 +272,16 @@ impl EngineHandle {
     /// Stops a rule at once; never waits for live connections.
     pub async fn remove_rule(&self, rule: ProxyRule) -> Result<(), EngineError> {
         self.call(|r| Command::RemoveRule(rule, r)).await
+    }
+
+    /// Starts a proxy server. Returns once it accepts connections.
+    pub async fn add_gateway(&self, spec: GatewaySpec) -> Result<(), EngineError> {
+        self.call(|r| Command::AddGateway(spec, r)).await
+    }
+
+    /// Stops a proxy server's listener at once; never waits for live connections.
+    pub async fn remove_gateway(&self, gateway: Gateway) -> Result<(), EngineError> {
+        self.call(|r| Command::RemoveGateway(gateway, r)).await
     }
 
     /// Adds a peer. `exclusive`: refuse AllowedIPs another peer holds (the API); otherwise

@@ -27,6 +27,8 @@ pub struct RuleEntry {
     pub rule: Rule,
     /// Who may use it (ingress only); empty admits every peer.
     pub allowed_peers: Vec<AllowPeer>,
+    /// PROXY protocol header for the local server (TCP ingress only).
+    pub proxy_protocol: Option<nexd_common::ProxyProtocol>,
     /// Flows opened through it and not yet closed.
     pub flows: usize,
     /// What it has done so far.
@@ -285,6 +287,7 @@ impl RuleTable {
                         rule: e.rule,
                     },
                     allowed_peers: e.allowed_peers.clone(),
+                    proxy_protocol: e.proxy_protocol,
                 })
             })
             .collect()
@@ -295,6 +298,7 @@ fn entry(r: &RuleSpec) -> RuleEntry {
     RuleEntry {
         rule: r.rule.rule,
         allowed_peers: r.allowed_peers.clone(),
+        proxy_protocol: r.proxy_protocol,
         flows: 0,
         counters: RuleCounters::default(),
     }
@@ -308,6 +312,7 @@ mod tests {
         RuleSpec {
             rule: s.parse().unwrap(),
             allowed_peers: allow::parse_list(allow).unwrap(),
+            proxy_protocol: None,
         }
     }
 

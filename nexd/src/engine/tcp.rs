@@ -35,6 +35,8 @@ pub struct TcpFlow {
     pub dest: SocketAddr,
     /// The rule it was opened through, whose flow slot it holds.
     pub origin: Option<super::rules::FlowOrigin>,
+    /// The proxy server it was opened through, whose flow slot it holds.
+    pub gateway: Option<nexd_common::Gateway>,
     /// Bytes moved host → tunnel and tunnel → host (per-rule counters).
     pub moved: (u64, u64),
     /// When the flow began (for its summary line).
@@ -96,6 +98,7 @@ impl TcpFlow {
             local,
             dest,
             origin: None,
+            gateway: None,
             moved: (0, 0),
             started: std::time::Instant::now(),
             ingress_tuple: None,
