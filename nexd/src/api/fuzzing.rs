@@ -31,6 +31,7 @@ const CONFIG: &str = "[Interface]\nPrivateKey = 4Ag1ZnFe6VhGI4cAiDpzqGrP9m9rCrdY
 #[derive(Default)]
 struct Model {
     rules: Vec<RuleSpec>,
+    gateways: Vec<nexd_common::GatewaySpec>,
     peers: BTreeMap<[u8; 32], PeerConfig>,
 }
 
@@ -54,6 +55,24 @@ impl Model {
                 let r = match self.rules.len() < before {
                     true => Ok(()),
                     false => Err(EngineError::UnknownRule(rule)),
+                };
+                let _ = reply.send(r);
+            }
+            Command::AddGateway(spec, reply) => {
+                let r = if self.gateways.iter().any(|s| s.gateway == spec.gateway) {
+                    Err(EngineError::DuplicateGateway(spec.gateway))
+                } else {
+                    self.gateways.push(spec);
+                    Ok(())
+                };
+                let _ = reply.send(r);
+            }
+            Command::RemoveGateway(gateway, reply) => {
+                let before = self.gateways.len();
+                self.gateways.retain(|s| s.gateway != gateway);
+                let r = match self.gateways.len() < before {
+                    true => Ok(()),
+                    false => Err(EngineError::UnknownGateway(gateway)),
                 };
                 let _ = reply.send(r);
             }
@@ -112,6 +131,7 @@ impl Model {
             addresses: Vec::new(),
             rules: self.rules.clone(),
             rule_stats: Vec::new(),
+            gateways: Vec::new(),
             peers: self
                 .peers
                 .values()
