@@ -1,14 +1,17 @@
 //! The engine task: waits on the WireGuard socket, host events, commands and timers, and
 //! after each wake-up pumps the stack until it is quiet.
 
+mod gateway_flows;
+
 use super::gateways::{GatewayEntry, GatewayTable};
+use crate::gateway::proxy_protocol;
 use super::host::{self, Event, FlowId};
 use super::rules::{FlowOrigin, Listener, Origin, Refusal, RuleTable, ServiceKey};
 use super::stack::NetStack;
 use super::syn_guard::SynGuard;
 use super::tcp::{FlowState, TcpFlow};
 use super::tcp_demux::{self, Tuple};
-use super::udp::{self, EgressUdpFlow, IngressUdpFlow};
+use super::udp::{self, EgressUdpFlow, EgressUdpOrigin, IngressUdpFlow};
 use super::udp_batch::{self, SendBatch};
 use super::wg::{WgDevice, WgIo};
 use super::{Command, EngineConfig, EngineError, EngineHandle, EngineStatus, PeerStatus, Tunables};
@@ -55,6 +58,7 @@ struct Counters {
     refused_not_allowed: u64,
     refused_rule_limit: u64,
     refused_total_limit: u64,
+    gateway_not_allowed: u64,
 }
 
 impl Counters {
@@ -107,6 +111,8 @@ struct Engine {
     /// `None`: a packet whose port is unknown (a fragment), so look at every rule.
     udp_ports: Option<Vec<u16>>,
     egress_udp_index: HashMap<(ServiceKey, SocketAddr), FlowId>,
+    /// The egress UDP flow of each SOCKS5 UDP association and destination.
+    association_index: HashMap<(u64, SocketAddr), FlowId>,
     ingress_udp: HashMap<FlowId, IngressUdpFlow>,
     ingress_udp_index: HashMap<(u16, IpEndpoint), FlowId>,
     next_flow: FlowId,
@@ -267,6 +273,7 @@ fn run_on_own_runtime(
             udp_fragments: VecDeque::new(),
             udp_ports: Some(Vec::new()),
             egress_udp_index: HashMap::new(),
+            association_index: HashMap::new(),
             ingress_udp: HashMap::new(),
             ingress_udp_index: HashMap::new(),
             next_flow: 1,
@@ -651,12 +658,36 @@ impl Engine {
             }
             flow.allow_growth(self.tcp_grown < super::stack::TCP_GROWTH_BUDGET);
             if state == FlowState::Open && flow.take_dial() {
+                let (remote, rport, local, port) = flow.tuple;
+                let header = flow
+                    .origin
+                    .as_ref()
+                    .and_then(|o| self.rules.proxy_protocol_of(o))
+                    .map(|v| {
+                        proxy_protocol::header(
+                            v,
+                            SocketAddr::new(remote, rport),
+                            SocketAddr::new(local, port),
+                        )
+                    });
                 host::spawn_ingress_dial(
                     flow.dest,
                     id,
                     self.tunables.connect_timeout,
+                    header,
                     self.events_tx.clone(),
                 );
+            }
+            if flow.connect_reply.is_some() && (flow.established() || state == FlowState::Done)
+            {
+                gateway_flows::answer_connect(
+                    flow,
+                    id,
+                    &state,
+                    &mut self.gateways,
+                    self.tunables.connect_timeout,
+                );
+                mark_dirty(&mut self.dirty, id, flow);
             }
             if moved {
                 // Send what the service queued, and look again next round.
@@ -704,6 +735,9 @@ impl Engine {
                     self.rules.add_bytes(o, flow.moved);
                     self.rules.flow_closed(o);
                 }
+                if let Some(g) = &flow.gateway {
+                    self.gateways.flow_closed(g, flow.moved);
+                }
                 if let Some((addr, port)) = flow.local {
                     // The peer may hold this 4-tuple in TIME-WAIT for 60 s: keep it unused.
                     self.stack
@@ -745,27 +779,45 @@ impl Engine {
         let Some(origin) = self.admit(key, None) else {
             return reset(stream);
         };
-        // Every refusal below gives the slot back.
-        let release = |e: &mut Self| e.rules.flow_closed(&origin);
-        let dest = origin.destination;
+        let Some(mut flow) = self.connect_tunnel_tcp(client, origin.destination) else {
+            // Gives the slot back.
+            self.rules.flow_closed(&origin);
+            return reset(stream);
+        };
+        let id = self.flow_id();
+        debug!(flow = id, %client, dest = %flow.dest, "egress tcp flow");
+        flow.origin = Some(origin);
+        let (rx, credits, shared) = flow.attach_host();
+        host::spawn_tcp_io(
+            stream,
+            id,
+            self.events_tx.clone(),
+            rx,
+            credits,
+            shared,
+            self.host_connections.clone(),
+        );
+        self.insert_tcp_flow(id, flow);
+    }
+
+    /// A tunnel-side TCP connection to `dest`, its SYN queued: a flow without a host side
+    /// yet. `None`: refused (no route, no source address or port), counted and logged.
+    fn connect_tunnel_tcp(&mut self, client: SocketAddr, dest: SocketAddr) -> Option<TcpFlow> {
         if self.wg.route(dest.ip()).is_none() {
             self.counters.egress_no_route += 1;
             warn!(%client, %dest, "no peer's AllowedIPs cover the destination; refusing");
-            release(self);
-            return reset(stream);
+            return None;
         }
         let Some(src) = self.stack.source_for(dest.ip()) else {
             self.counters.egress_no_route += 1;
             warn!(%client, %dest, "no tunnel address of the destination's family; refusing");
-            release(self);
-            return reset(stream);
+            return None;
         };
         let now = self.stack.now();
         let Some(pick) = self.stack.ports.allocate_tcp(src, dest, now) else {
             self.counters.ports_exhausted += 1;
             warn!(%client, %dest, "no free tunnel source port; refusing");
-            release(self);
-            return reset(stream);
+            return None;
         };
         let sport = pick.port;
         if let Some(age) = pick.reused_after {
@@ -790,25 +842,10 @@ impl Engine {
         if let Err(e) = socket.connect(self.stack.iface.context(), dest, (src, sport)) {
             warn!(%dest, "connect: {e}");
             self.stack.ports.release(src, sport);
-            release(self);
-            return reset(stream);
+            return None;
         }
-        let id = self.flow_id();
-        debug!(flow = id, %client, %dest, "egress tcp flow");
         let tuple = (dest.ip(), dest.port(), src, sport);
-        let mut flow = TcpFlow::new(socket, tuple, Some((src, sport)), dest);
-        flow.origin = Some(origin);
-        let (rx, credits, shared) = flow.attach_host();
-        host::spawn_tcp_io(
-            stream,
-            id,
-            self.events_tx.clone(),
-            rx,
-            credits,
-            shared,
-            self.host_connections.clone(),
-        );
-        self.insert_tcp_flow(id, flow);
+        Some(TcpFlow::new(socket, tuple, Some((src, sport)), dest))
     }
 
     // ---- UDP ----
@@ -824,21 +861,35 @@ impl Engine {
         }
         let origin = self.admit(key, None)?;
         let dest = origin.destination;
-        let refuse = |e: &mut Self| {
-            e.rules.flow_closed(&origin);
-            None
+        let Some(id) = self.open_tunnel_udp(client, host, dest, EgressUdpOrigin::Rule(origin))
+        else {
+            self.rules.flow_closed(&origin);
+            return None;
         };
+        self.egress_udp_index.insert((key, client), id);
+        Some(id)
+    }
+
+    /// A tunnel-side UDP socket from an ephemeral port to `dest`, as a new flow; `None`:
+    /// refused (no route, no source address or port) and counted.
+    fn open_tunnel_udp(
+        &mut self,
+        client: SocketAddr,
+        host: Arc<tokio::net::UdpSocket>,
+        dest: SocketAddr,
+        origin: EgressUdpOrigin,
+    ) -> Option<FlowId> {
         if self.wg.route(dest.ip()).is_none() {
             self.counters.egress_no_route += 1;
-            return refuse(self);
+            return None;
         }
         let Some(src) = self.stack.source_for(dest.ip()) else {
             self.counters.egress_no_route += 1;
-            return refuse(self);
+            return None;
         };
         let Some(sport) = self.stack.ports.allocate_udp(src) else {
             self.counters.ports_exhausted += 1;
-            return refuse(self);
+            return None;
         };
         let mut socket = self.stack.udp_flow_socket();
         let bound = socket.bind(IpListenEndpoint {
@@ -847,7 +898,7 @@ impl Engine {
         });
         if bound.is_err() {
             self.stack.ports.release(src, sport);
-            return refuse(self);
+            return None;
         }
         let mut set = SocketSet::new(Vec::with_capacity(1));
         let handle = set.add(socket);
@@ -869,7 +920,6 @@ impl Engine {
                 origin,
             },
         );
-        self.egress_udp_index.insert((key, client), id);
         Some(id)
     }
 
@@ -883,6 +933,11 @@ impl Engine {
         let Some(id) = self.start_or_find_egress_udp(key, socket, client) else {
             return;
         };
+        self.send_egress_udp(id, data);
+    }
+
+    /// Sends a host datagram out through egress UDP flow `id`.
+    fn send_egress_udp(&mut self, id: FlowId, data: Bytes) {
         let Some(flow) = self.egress_udp.get_mut(&id) else {
             return;
         };
@@ -968,7 +1023,17 @@ impl Engine {
                     continue;
                 }
                 flow.last_active = Instant::now();
-                if flow.host.try_send_to(data, flow.client).is_err() {
+                let sent = match &flow.origin {
+                    EgressUdpOrigin::Rule(_) => flow.host.try_send_to(data, flow.client),
+                    EgressUdpOrigin::Association {
+                        gateway, header, ..
+                    } => {
+                        self.gateways.count_datagram(gateway);
+                        flow.host
+                            .try_send_to(&[header, data].concat(), flow.client)
+                    }
+                };
+                if sent.is_err() {
                     self.counters.udp_send_dropped += 1;
                 }
             }
@@ -1094,8 +1159,16 @@ impl Engine {
     fn close_egress_udp(&mut self, id: FlowId) {
         if let Some(f) = self.egress_udp.remove(&id) {
             self.closed_since_trim += 1;
-            self.rules.flow_closed(&f.origin);
-            self.egress_udp_index.remove(&(f.origin.key, f.client));
+            match &f.origin {
+                EgressUdpOrigin::Rule(o) => {
+                    self.rules.flow_closed(o);
+                    self.egress_udp_index.remove(&(o.key, f.client));
+                }
+                EgressUdpOrigin::Association { gateway, id, .. } => {
+                    self.gateways.flow_closed(gateway, (0, 0));
+                    self.association_index.remove(&(*id, f.dest));
+                }
+            }
             self.egress_udp_by_local.remove(&f.local);
             self.stack.ports.release(f.local.0, f.local.1);
             debug!(flow = id, "udp flow closed");
@@ -1175,6 +1248,27 @@ impl Engine {
                 }
             }
             Event::UdpReply { flow, data } => self.ingress_udp_reply(flow, data),
+            Event::GatewayConnect {
+                gateway,
+                candidates,
+                client,
+                reply,
+            } => self.gateway_connect(gateway, candidates, client, reply),
+            Event::GatewayAttach {
+                flow,
+                stream,
+                preface,
+            } => self.gateway_attach(flow, stream, preface),
+            Event::GatewayDatagram {
+                gateway,
+                association,
+                socket,
+                client,
+                candidates,
+                data,
+            } => self.gateway_datagram(gateway, association, socket, client, candidates, data),
+            Event::AssociationEnded { association } => self.association_ended(association),
+            Event::GatewayFailed { gateway, why } => self.gateway_failed(gateway, why),
         }
     }
 
@@ -1529,6 +1623,7 @@ impl Engine {
                     (R, "not_allowed", e.refused_not_allowed),
                     (R, "rule_limit", e.refused_rule_limit),
                     (R, "total_limit", e.refused_total_limit),
+                    (R, "proxy_not_allowed", e.gateway_not_allowed),
                     (
                         R,
                         "accept_failed",

@@ -78,6 +78,13 @@ impl GatewayTable {
         }
     }
 
+    /// Counts a datagram relayed through one of the server's UDP associations.
+    pub fn count_datagram(&mut self, g: &Gateway) {
+        if let Some(e) = self.servers.get_mut(g) {
+            e.counters.datagrams += 1;
+        }
+    }
+
     /// Every server with its counters; `live` gives the open TCP flows' bytes.
     pub fn stats<'a>(
         &self,

@@ -4,7 +4,7 @@
 
 use super::rules::ServiceKey;
 use bytes::{Bytes, BytesMut};
-use nexd_common::Rule;
+use nexd_common::{Gateway, Rule};
 use socket2::{Domain, Protocol as SockProto, SockRef, Socket, Type};
 use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -14,7 +14,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::io::Interest;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::AbortHandle;
 
 /// Identifies a flow inside the engine.
@@ -56,6 +56,74 @@ pub enum Event {
     IngressFailed { flow: FlowId, error: String },
     /// A reply datagram from an ingress UDP flow's destination.
     UdpReply { flow: FlowId, data: Bytes },
+    /// A proxy server's client asks for a TCP flow to the first of `candidates` the server
+    /// may reach; the engine answers on `reply` once the connection is up or has failed.
+    GatewayConnect {
+        gateway: Gateway,
+        candidates: Vec<SocketAddr>,
+        client: SocketAddr,
+        reply: oneshot::Sender<ConnectOutcome>,
+    },
+    /// The proxy server's client has its answer: attach its connection to the flow, after
+    /// sending `preface` (bytes the client sent past its request) into the tunnel.
+    GatewayAttach {
+        flow: FlowId,
+        stream: TcpStream,
+        preface: Bytes,
+    },
+    /// A datagram of a SOCKS5 UDP association for `candidates` (one destination).
+    GatewayDatagram {
+        gateway: Gateway,
+        association: u64,
+        socket: Arc<UdpSocket>,
+        client: SocketAddr,
+        candidates: Vec<SocketAddr>,
+        data: Bytes,
+    },
+    /// A SOCKS5 UDP association ended (its TCP connection closed): close its flows.
+    AssociationEnded { association: u64 },
+    /// A proxy server's client failed before asking for a flow.
+    GatewayFailed { gateway: Gateway, why: GatewayFailure },
+}
+
+/// Why a proxy server's client got no flow before its request reached the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayFailure {
+    /// Wrong or missing credentials.
+    AuthFailed,
+    /// A malformed or unsupported request, or a name that may not be resolved.
+    BadRequest,
+    /// A name that did not resolve.
+    Unresolved,
+}
+
+/// The engine's answer to [`Event::GatewayConnect`].
+pub type ConnectOutcome = Result<Connected, ConnectRefusal>;
+
+/// A proxy flow's connection is up.
+#[derive(Debug, Clone, Copy)]
+pub struct Connected {
+    /// The flow, to attach the client's connection to.
+    pub flow: FlowId,
+    /// The destination reached.
+    pub dest: SocketAddr,
+    /// The tunnel address and port the connection comes from.
+    pub bound: SocketAddr,
+}
+
+/// Why a proxy flow was not opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectRefusal {
+    /// No candidate is inside a peer's AllowedIPs and the server's allow-list.
+    NotAllowed,
+    /// The flow limit is reached.
+    Limit,
+    /// The destination refused the connection (reset).
+    Refused,
+    /// The destination did not answer within the connect timeout.
+    TimedOut,
+    /// The server was removed, nexd is shutting down, or no source port is free.
+    Unavailable,
 }
 
 /// State shared between a TCP flow in the engine and its host writer.
@@ -304,19 +372,26 @@ pub fn spawn_udp_reply_reader(
     .abort_handle()
 }
 
-/// Dials an ingress flow's local destination.
+/// Dials an ingress flow's local destination and sends it `header` (a PROXY protocol
+/// header) first, before any byte of the stream.
 pub fn spawn_ingress_dial(
     dest: SocketAddr,
     flow: FlowId,
     timeout: Duration,
+    header: Option<Vec<u8>>,
     events: mpsc::Sender<Event>,
 ) {
     tokio::spawn(async move {
-        let ev = match tokio::time::timeout(timeout, TcpStream::connect(dest)).await {
-            Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
-                Event::IngressConnected { flow, stream }
+        let dial = async {
+            let mut stream = TcpStream::connect(dest).await?;
+            let _ = stream.set_nodelay(true);
+            if let Some(h) = header {
+                stream.write_all(&h).await?;
             }
+            Ok::<_, std::io::Error>(stream)
+        };
+        let ev = match tokio::time::timeout(timeout, dial).await {
+            Ok(Ok(stream)) => Event::IngressConnected { flow, stream },
             Ok(Err(e)) => Event::IngressFailed {
                 flow,
                 error: e.to_string(),

@@ -233,6 +233,16 @@ impl RuleTable {
         })
     }
 
+    /// The PROXY protocol header the rule of a flow asks for, if any.
+    pub fn proxy_protocol_of(&self, origin: &FlowOrigin) -> Option<nexd_common::ProxyProtocol> {
+        self.services.get(&origin.key).and_then(|s| {
+            s.rules
+                .iter()
+                .find(|e| e.rule.destination == origin.destination)
+                .and_then(|e| e.proxy_protocol)
+        })
+    }
+
     /// The rule a flow was opened through, as `direction rule`, if it is still active.
     pub fn rule_of(&self, origin: &FlowOrigin) -> Option<String> {
         let s = self.services.get(&origin.key)?;

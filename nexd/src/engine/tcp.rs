@@ -37,6 +37,8 @@ pub struct TcpFlow {
     pub origin: Option<super::rules::FlowOrigin>,
     /// The proxy server it was opened through, whose flow slot it holds.
     pub gateway: Option<nexd_common::Gateway>,
+    /// A proxy server's client waiting for the connection to come up (or fail).
+    pub connect_reply: Option<tokio::sync::oneshot::Sender<super::host::ConnectOutcome>>,
     /// Bytes moved host → tunnel and tunnel → host (per-rule counters).
     pub moved: (u64, u64),
     /// When the flow began (for its summary line).
@@ -99,6 +101,7 @@ impl TcpFlow {
             dest,
             origin: None,
             gateway: None,
+            connect_reply: None,
             moved: (0, 0),
             started: std::time::Instant::now(),
             ingress_tuple: None,
@@ -166,6 +169,22 @@ impl TcpFlow {
     /// Bytes from the host.
     pub fn host_data(&mut self, data: Bytes) {
         self.pending.push_back(data);
+    }
+
+    /// Bytes a proxy server's client sent past its request, to go into the tunnel before
+    /// anything its connection sends later. They take one of the reader's credits, which
+    /// comes back when smoltcp has taken them, as a read chunk's does.
+    pub fn host_preface(&mut self, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        let took = self.credits.try_acquire().map(|p| p.forget()).is_ok();
+        if took {
+            self.pending.push_back(data);
+        } else {
+            // Unreachable before attaching (every credit is free), but never hand out more.
+            self.abort();
+        }
     }
 
     /// The host finished writing.

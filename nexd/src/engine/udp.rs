@@ -31,8 +31,24 @@ pub struct EgressUdpFlow {
     pub dest: SocketAddr,
     /// Last datagram either way.
     pub last_active: Instant,
-    /// The rule it was opened through.
-    pub origin: FlowOrigin,
+    /// Where it was opened: a rule, or a proxy server's UDP association.
+    pub origin: EgressUdpOrigin,
+}
+
+/// What opened an egress UDP flow.
+pub enum EgressUdpOrigin {
+    /// A rule, whose flow slot the flow holds.
+    Rule(FlowOrigin),
+    /// A SOCKS5 UDP association of a proxy server, whose slot the flow holds; replies go
+    /// back with `header` (the SOCKS5 UDP header naming the destination) in front.
+    Association {
+        /// The server.
+        gateway: nexd_common::Gateway,
+        /// The association.
+        id: u64,
+        /// The SOCKS5 UDP header for replies.
+        header: bytes::Bytes,
+    },
 }
 
 /// Tunnel client → host destination.
