@@ -5,8 +5,15 @@
 //! task on the engine's thread and asks the engine for a flow once it knows the destination.
 
 pub mod auth;
+pub mod http;
+mod http_session;
+mod listener;
 pub mod proxy_protocol;
+mod resolve;
 pub mod socks5;
+mod socks5_session;
+
+pub use listener::spawn_listener;
 
 use std::sync::Arc;
 
@@ -18,21 +25,4 @@ pub struct GatewayOptions {
     pub resolve_names: bool,
     /// SOCKS5 username/password pairs (`--socks5-auth-file`); `None`: no authentication.
     pub credentials: Option<Arc<auth::Credentials>>,
-}
-
-/// Accepts a proxy server's clients; each runs its handshake in a task of its own.
-/// (Placeholder: closes every connection.)
-pub fn spawn_listener(
-    listener: tokio::net::TcpListener,
-    gateway: nexd_common::Gateway,
-    options: GatewayOptions,
-    events: tokio::sync::mpsc::Sender<crate::engine::host::Event>,
-) -> tokio::task::AbortHandle {
-    let _ = (gateway, options, events);
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            drop(stream);
-        }
-    })
-    .abort_handle()
 }
