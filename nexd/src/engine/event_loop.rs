@@ -4,7 +4,6 @@
 mod gateway_flows;
 
 use super::gateways::{GatewayEntry, GatewayTable};
-use crate::gateway::proxy_protocol;
 use super::host::{self, Event, FlowId};
 use super::rules::{FlowOrigin, Listener, Origin, Refusal, RuleTable, ServiceKey};
 use super::stack::NetStack;
@@ -15,6 +14,7 @@ use super::udp::{self, EgressUdpFlow, EgressUdpOrigin, IngressUdpFlow};
 use super::udp_batch::{self, SendBatch};
 use super::wg::{WgDevice, WgIo};
 use super::{Command, EngineConfig, EngineError, EngineHandle, EngineStatus, PeerStatus, Tunables};
+use crate::gateway::proxy_protocol;
 use bytes::Bytes;
 use nexd_common::{Direction, Gateway, GatewaySpec, Protocol, ProxyRule, RuleSpec};
 use smoltcp::iface::{SocketHandle, SocketSet};
@@ -678,8 +678,7 @@ impl Engine {
                     self.events_tx.clone(),
                 );
             }
-            if flow.connect_reply.is_some() && (flow.established() || state == FlowState::Done)
-            {
+            if flow.connect_reply.is_some() && (flow.established() || state == FlowState::Done) {
                 gateway_flows::answer_connect(
                     flow,
                     id,
@@ -1029,8 +1028,7 @@ impl Engine {
                         gateway, header, ..
                     } => {
                         self.gateways.count_datagram(gateway);
-                        flow.host
-                            .try_send_to(&[header, data].concat(), flow.client)
+                        flow.host.try_send_to(&[header, data].concat(), flow.client)
                     }
                 };
                 if sent.is_err() {

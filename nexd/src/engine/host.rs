@@ -83,7 +83,10 @@ pub enum Event {
     /// A SOCKS5 UDP association ended (its TCP connection closed): close its flows.
     AssociationEnded { association: u64 },
     /// A proxy server's client failed before asking for a flow.
-    GatewayFailed { gateway: Gateway, why: GatewayFailure },
+    GatewayFailed {
+        gateway: Gateway,
+        why: GatewayFailure,
+    },
 }
 
 /// Why a proxy server's client got no flow before its request reached the engine.

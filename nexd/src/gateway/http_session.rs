@@ -14,7 +14,12 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
 /// Runs the client's session until its connection joins a flow or gets its error answer.
-pub async fn run(mut stream: TcpStream, client: SocketAddr, session: Session, slot: OwnedSemaphorePermit) {
+pub async fn run(
+    mut stream: TcpStream,
+    client: SocketAddr,
+    session: Session,
+    slot: OwnedSemaphorePermit,
+) {
     let read = tokio::time::timeout(HANDSHAKE_TIMEOUT, http::read_request(&mut stream)).await;
     let (request, leftover) = match read {
         Ok(Ok(r)) => r,
@@ -30,7 +35,13 @@ pub async fn run(mut stream: TcpStream, client: SocketAddr, session: Session, sl
         }
         Err(_) => {
             session.failed(GatewayFailure::BadRequest).await;
-            return respond(&mut stream, 408, "Request Timeout", "no complete request in time").await;
+            return respond(
+                &mut stream,
+                408,
+                "Request Timeout",
+                "no complete request in time",
+            )
+            .await;
         }
     };
     drop(slot);
@@ -60,7 +71,15 @@ pub async fn run(mut stream: TcpStream, client: SocketAddr, session: Session, sl
             let (code, reason, body) = refusal_status(why);
             return respond(&mut stream, code, reason, body).await;
         }
-        None => return respond(&mut stream, 503, "Service Unavailable", "nexd is shutting down").await,
+        None => {
+            return respond(
+                &mut stream,
+                503,
+                "Service Unavailable",
+                "nexd is shutting down",
+            )
+            .await
+        }
     };
     let flow = connected.flow;
     if tunnel && stream.write_all(http::CONNECT_ESTABLISHED).await.is_err() {

@@ -32,12 +32,19 @@ impl Session {
     /// Counts a client that failed before asking for a flow.
     pub async fn failed(&self, why: GatewayFailure) {
         let gateway = self.gateway;
-        let _ = self.events.send(Event::GatewayFailed { gateway, why }).await;
+        let _ = self
+            .events
+            .send(Event::GatewayFailed { gateway, why })
+            .await;
     }
 
     /// Asks the engine for a TCP flow to the first reachable of `candidates` and waits for
     /// the connection to come up or fail.
-    pub async fn connect(&self, candidates: Vec<SocketAddr>, client: SocketAddr) -> Option<ConnectOutcome> {
+    pub async fn connect(
+        &self,
+        candidates: Vec<SocketAddr>,
+        client: SocketAddr,
+    ) -> Option<ConnectOutcome> {
         let (reply, answer) = oneshot::channel();
         let ev = Event::GatewayConnect {
             gateway: self.gateway,

@@ -24,14 +24,25 @@ const NAME_TTL: Duration = Duration::from_secs(30);
 const UNSPECIFIED: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
 
 /// Runs the client's session to its end (for CONNECT: until its connection joins a flow).
-pub async fn run(mut stream: TcpStream, client: SocketAddr, session: Session, slot: OwnedSemaphorePermit) {
+pub async fn run(
+    mut stream: TcpStream,
+    client: SocketAddr,
+    session: Session,
+    slot: OwnedSemaphorePermit,
+) {
     let creds = session.options.credentials.clone();
-    let request = tokio::time::timeout(HANDSHAKE_TIMEOUT, socks5::handshake(&mut stream, creds.as_deref())).await;
+    let request = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        socks5::handshake(&mut stream, creds.as_deref()),
+    )
+    .await;
     let request = match request {
         Ok(Ok(r)) => r,
         // The client went away or stalled: nothing to count.
         Ok(Err(HandshakeError::Io(_))) => return,
-        Ok(Err(HandshakeError::AuthFailed)) => return session.failed(GatewayFailure::AuthFailed).await,
+        Ok(Err(HandshakeError::AuthFailed)) => {
+            return session.failed(GatewayFailure::AuthFailed).await
+        }
         Ok(Err(HandshakeError::NoAcceptableMethod)) if creds.is_some() => {
             return session.failed(GatewayFailure::AuthFailed).await
         }
@@ -133,7 +144,10 @@ async fn associate(mut stream: TcpStream, client: SocketAddr, session: &Session,
         Ok(a) => a,
         Err(_) => return,
     };
-    if socks5::send_reply(&mut stream, Reply::Succeeded, bound).await.is_err() {
+    if socks5::send_reply(&mut stream, Reply::Succeeded, bound)
+        .await
+        .is_err()
+    {
         return;
     }
     let association = NEXT_ASSOCIATION.fetch_add(1, Ordering::Relaxed);
@@ -172,7 +186,9 @@ async fn associate(mut stream: TcpStream, client: SocketAddr, session: &Session,
         let addrs = match &target {
             Target::Ip(a) => vec![*a],
             Target::Name(name, port) => match names.get(name) {
-                Some((a, at)) if at.elapsed() < NAME_TTL => a.iter().map(|x| SocketAddr::new(x.ip(), *port)).collect(),
+                Some((a, at)) if at.elapsed() < NAME_TTL => {
+                    a.iter().map(|x| SocketAddr::new(x.ip(), *port)).collect()
+                }
                 _ => match resolve::addresses(name, *port, session.options.resolve_names).await {
                     Ok(a) => {
                         if names.len() >= NAME_CACHE {
@@ -197,7 +213,10 @@ async fn associate(mut stream: TcpStream, client: SocketAddr, session: &Session,
             break;
         }
     }
-    let _ = session.events.send(Event::AssociationEnded { association }).await;
+    let _ = session
+        .events
+        .send(Event::AssociationEnded { association })
+        .await;
 }
 
 /// An address with IPv4-mapped IPv6 seen as IPv4, to compare a client's addresses.

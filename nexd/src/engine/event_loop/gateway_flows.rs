@@ -3,7 +3,9 @@
 
 use super::{mark_dirty, mark_udp_dirty, Engine};
 use crate::engine::gateways::GatewayTable;
-use crate::engine::host::{self, ConnectRefusal, Connected, ConnectOutcome, FlowId, GatewayFailure};
+use crate::engine::host::{
+    self, ConnectOutcome, ConnectRefusal, Connected, FlowId, GatewayFailure,
+};
 use crate::engine::tcp::{FlowState, TcpFlow};
 use crate::engine::udp::EgressUdpOrigin;
 use bytes::Bytes;
@@ -16,7 +18,11 @@ use tracing::debug;
 
 impl Engine {
     /// The first of `candidates` the server may reach, or `None`.
-    fn gateway_destination(&self, gateway: &Gateway, candidates: &[SocketAddr]) -> Option<SocketAddr> {
+    fn gateway_destination(
+        &self,
+        gateway: &Gateway,
+        candidates: &[SocketAddr],
+    ) -> Option<SocketAddr> {
         let entry = self.gateways.servers.get(gateway)?;
         candidates.iter().copied().find(|d| {
             let ip = d.ip();
@@ -90,7 +96,12 @@ impl Engine {
     }
 
     /// The client has its answer: its connection joins the flow.
-    pub(super) fn gateway_attach(&mut self, id: FlowId, stream: tokio::net::TcpStream, preface: Bytes) {
+    pub(super) fn gateway_attach(
+        &mut self,
+        id: FlowId,
+        stream: tokio::net::TcpStream,
+        preface: Bytes,
+    ) {
         let Some(f) = self.tcp_flows.get_mut(&id) else {
             // The flow ended meanwhile: reset the client.
             let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
@@ -225,7 +236,9 @@ fn tunnel_destination(ip: IpAddr) -> bool {
         v4 => v4,
     };
     match ip {
-        IpAddr::V4(a) => !(a.is_loopback() || a.is_unspecified() || a.is_multicast() || a.is_broadcast()),
+        IpAddr::V4(a) => {
+            !(a.is_loopback() || a.is_unspecified() || a.is_multicast() || a.is_broadcast())
+        }
         IpAddr::V6(a) => !(a.is_loopback() || a.is_unspecified() || a.is_multicast()),
     }
 }
