@@ -5,6 +5,7 @@
 //! task on the engine's thread and asks the engine for a flow once it knows the destination.
 
 pub mod auth;
+pub mod http;
 pub mod socks5;
 
 use std::sync::Arc;
