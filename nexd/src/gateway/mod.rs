@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod http;
+pub mod proxy_protocol;
 pub mod socks5;
 
 use std::sync::Arc;
