@@ -281,8 +281,9 @@ fn port_or(port: Option<&str>, default_port: Option<u16>) -> Result<u16, HttpErr
     }
 }
 
-/// The head sent to the server: origin-form request line, the client's end-to-end headers,
-/// `Connection: close`, and a Host header (the client's, else the URL's authority).
+/// The head sent to the server: origin-form request line, a Host header from the URL's
+/// authority (which replaces the client's, RFC 9112 §3.2.2), the client's other end-to-end
+/// headers and `Connection: close`.
 fn rewrite(
     method: &str,
     path: &str,
@@ -305,12 +306,13 @@ fn rewrite(
     }
     let mut out = Vec::with_capacity(MAX_HEAD);
     out.extend_from_slice(format!("{method} {path} HTTP/1.1\r\n").as_bytes());
-    if hosts == 0 {
-        out.extend_from_slice(format!("Host: {authority}\r\n").as_bytes());
-    }
+    out.extend_from_slice(format!("Host: {authority}\r\n").as_bytes());
     for h in headers {
         let name = h.name.to_ascii_lowercase();
-        if HOP_BY_HOP.contains(&name.as_str()) || named_by_connection.contains(&name) {
+        if name == "host"
+            || HOP_BY_HOP.contains(&name.as_str())
+            || named_by_connection.contains(&name)
+        {
             continue;
         }
         out.extend_from_slice(h.line);
@@ -483,7 +485,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn forward_adds_host_when_missing() {
+    async fn forward_host_comes_from_the_url() {
         let (target, head, _) = forward(b"GET HTTP://[fd00::1]:81 HTTP/1.0\n\n").await;
         assert_eq!(target, ip("[fd00::1]:81"));
         assert_eq!(
@@ -494,7 +496,7 @@ mod tests {
         assert_eq!(target, Target::Name("h_1".into(), 80));
         assert_eq!(
             head,
-            "HEAD / HTTP/1.1\r\nhost: other\r\nConnection: close\r\n\r\n"
+            "HEAD / HTTP/1.1\r\nHost: h_1\r\nConnection: close\r\n\r\n"
         );
     }
 
