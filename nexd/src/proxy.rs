@@ -280,7 +280,11 @@ pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
         }
         _ => state.interface = Some(interface),
     }
-    let reloader = std::sync::Arc::new(crate::reload::Reloader::new(&args.config, network.clone()));
+    let mut reloader = crate::reload::Reloader::new(&args.config, network.clone());
+    if let Some(path) = &args.socks5_auth_file {
+        reloader = reloader.with_socks5_auth(path, gateway_options.credentials.clone());
+    }
+    let reloader = std::sync::Arc::new(reloader);
     merge_state(&state, &mut network, &mut rules)?;
     crate::servers::merge_state(&state, &mut servers)?;
     let own = crate::keys::public(&network.private_key);

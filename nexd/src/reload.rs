@@ -29,6 +29,8 @@ pub struct ReloadReport {
 pub struct Reloader {
     path: PathBuf,
     applied: Mutex<NetworkConfig>,
+    /// `--socks5-auth-file` and the credentials in force, re-read on reload.
+    socks5_auth: Option<(PathBuf, crate::gateway::CredentialsCell)>,
 }
 
 impl Reloader {
@@ -37,6 +39,33 @@ impl Reloader {
         Reloader {
             path: path.to_path_buf(),
             applied: Mutex::new(applied),
+            socks5_auth: None,
+        }
+    }
+
+    /// Re-reads `path` into `cell` on every reload too: a file nexd refuses keeps the
+    /// credentials in force, with a warning.
+    pub fn with_socks5_auth(mut self, path: &Path, cell: crate::gateway::CredentialsCell) -> Self {
+        self.socks5_auth = Some((path.to_path_buf(), cell));
+        self
+    }
+
+    /// Re-reads the SOCKS5 credentials file, if there is one; a warning when it is refused.
+    async fn reload_socks5_auth(&self) -> Option<String> {
+        let (path, cell) = self.socks5_auth.as_ref()?;
+        let p = path.clone();
+        let loaded =
+            tokio::task::spawn_blocking(move || crate::gateway::auth::Credentials::load(&p)).await;
+        match loaded {
+            Ok(Ok(c)) => {
+                cell.set(c);
+                tracing::info!(file = %path.display(), "SOCKS5 credentials re-read");
+                None
+            }
+            Ok(Err(e)) => Some(format!(
+                "--socks5-auth-file: {e}; the previous credentials stay in force"
+            )),
+            Err(e) => Some(format!("--socks5-auth-file: {e}")),
         }
     }
 
@@ -72,6 +101,8 @@ impl Reloader {
         .await
         .map_err(|e| format!("reload: {e}"))??;
         let (new, endpoints) = new;
+        // Only once the config file is known good: an invalid file changes nothing.
+        let auth_warning = self.reload_socks5_auth().await;
         // Held across the engine calls: API changes and reloads apply in one order.
         let rt = runtime.lock().await;
         let mut applied = self.applied.lock().await;
@@ -86,6 +117,7 @@ impl Reloader {
             warnings: interface_changes(&applied, &new),
             ..ReloadReport::default()
         };
+        report.warnings.extend(auth_warning);
         for (peer, endpoint) in new.peers.iter().zip(endpoints) {
             if runtime_owned(&peer.public_key) {
                 continue;

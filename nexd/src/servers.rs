@@ -3,12 +3,11 @@
 //! they all share (`--socks5-resolve`, `--socks5-auth-file`).
 
 use crate::cli::{ProxyArgs, Socks5Resolve};
-use crate::gateway::{auth::Credentials, GatewayOptions};
+use crate::gateway::{auth::Credentials, CredentialsCell, GatewayOptions};
 use crate::proxy::{fatal, Fatal, EX_CONFIG, EX_USAGE};
 use crate::state::State;
 use nexd_common::gateway::{self, Gateway, GatewayKind, GatewaySpec};
 use nexd_common::limits;
-use std::sync::Arc;
 
 /// sysexits: cannot open input (an auth file that is missing or unreadable).
 const EX_NOINPUT: u8 = 66;
@@ -81,12 +80,12 @@ pub fn options(args: &ProxyArgs) -> Result<GatewayOptions, Fatal> {
             }
             let c = Credentials::load(path)
                 .map_err(|e| fatal(EX_CONFIG, format!("--socks5-auth-file: {e}")))?;
-            Some(Arc::new(c))
+            Some(c)
         }
     };
     Ok(GatewayOptions {
         resolve_names: args.socks5_resolve == Socks5Resolve::Host,
-        credentials,
+        credentials: CredentialsCell::new(credentials),
     })
 }
 
@@ -187,7 +186,7 @@ mod tests {
     #[test]
     fn names_are_resolved_unless_refused() {
         let o = options(&args(&[])).unwrap_or_else(|e| panic!("{}", e.message));
-        assert!(o.resolve_names && o.credentials.is_none());
+        assert!(o.resolve_names && o.credentials.get().is_none());
         let o = options(&args(&["--socks5-resolve", "host"])).unwrap_or_default();
         assert!(o.resolve_names);
         let o = options(&args(&["--socks5-resolve", "none"])).unwrap_or_default();

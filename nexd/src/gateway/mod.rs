@@ -23,6 +23,36 @@ pub struct GatewayOptions {
     /// Resolve domain names with the host resolver; `false` (`--socks5-resolve none`)
     /// refuses them.
     pub resolve_names: bool,
-    /// SOCKS5 username/password pairs (`--socks5-auth-file`); `None`: no authentication.
-    pub credentials: Option<Arc<auth::Credentials>>,
+    /// SOCKS5 username/password pairs (`--socks5-auth-file`); empty: no authentication.
+    pub credentials: CredentialsCell,
+}
+
+/// The SOCKS5 credentials in force, shared by every server and replaced on reload (SIGHUP):
+/// a session takes the set current when its client connects.
+#[derive(Clone, Default)]
+pub struct CredentialsCell(Arc<std::sync::RwLock<Option<Arc<auth::Credentials>>>>);
+
+impl CredentialsCell {
+    /// A cell holding `c` (`None`: no authentication).
+    pub fn new(c: Option<auth::Credentials>) -> Self {
+        CredentialsCell(Arc::new(std::sync::RwLock::new(c.map(Arc::new))))
+    }
+
+    /// The credentials in force.
+    pub fn get(&self) -> Option<Arc<auth::Credentials>> {
+        // A poisoned lock still holds a valid Arc: a panic cannot leave it half-written.
+        match self.0.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Puts `c` in force for clients from now on.
+    pub fn set(&self, c: auth::Credentials) {
+        let mut g = match self.0.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        *g = Some(Arc::new(c));
+    }
 }

@@ -30,7 +30,7 @@ pub async fn run(
     session: Session,
     slot: OwnedSemaphorePermit,
 ) {
-    let creds = session.options.credentials.clone();
+    let creds = session.options.credentials.get();
     let request = tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
         socks5::handshake(&mut stream, creds.as_deref()),
