@@ -77,11 +77,31 @@ impl Netns {
         full.extend_from_slice(args);
         sh(&full)
     }
+
+    /// Gives every process started in the namespace from now on (through `ip netns exec`,
+    /// which bind-mounts `/etc/netns/<ns>/<file>` over `/etc/<file>`) its own `/etc/<file>`,
+    /// e.g. a `hosts` file; the rest of the machine keeps its own. Removed with the
+    /// namespace.
+    pub fn set_etc_file(&self, file: &str, contents: &str) -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self.etc_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let p = dir.join(file);
+        std::fs::write(&p, contents).map_err(|e| format!("{}: {e}", p.display()))?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| format!("{}: {e}", p.display()))
+    }
+
+    fn etc_dir(&self) -> std::path::PathBuf {
+        std::path::Path::new("/etc/netns").join(&self.name)
+    }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = sh(&["ip", "netns", "del", &self.name]);
+        // Only this namespace's own directory (its name is unique to this test process).
+        let _ = std::fs::remove_dir_all(self.etc_dir());
     }
 }
 

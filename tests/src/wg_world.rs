@@ -64,12 +64,39 @@ impl WgWorld {
         peer_allowed: &str,
         path: Option<&Path>,
     ) -> Option<WgWorld> {
+        Self::start_inner(test, rules, peer_allowed, path, &[])
+    }
+
+    /// As [`WgWorld::start`], with files of namespace A's own `/etc` in place before nexd
+    /// starts (`(name, contents)`, e.g. `("hosts", "100.100.0.2 peer.test\n")`): nexd and
+    /// every command run in namespace A see them instead of the machine's.
+    pub fn start_with_etc(
+        test: &str,
+        rules: &[String],
+        peer_allowed: &str,
+        etc: &[(&str, &str)],
+    ) -> Option<WgWorld> {
+        Self::start_inner(test, rules, peer_allowed, None, etc)
+    }
+
+    fn start_inner(
+        test: &str,
+        rules: &[String],
+        peer_allowed: &str,
+        path: Option<&Path>,
+        etc: &[(&str, &str)],
+    ) -> Option<WgWorld> {
         if let Some(why) = netns::unavailable() {
             crate::skip(test, &why);
             return None;
         }
         let scratch = Scratch::new();
         let net = NetPair::create().expect("namespaces");
+        for (file, contents) in etc {
+            net.a
+                .set_etc_file(file, contents)
+                .expect("namespace /etc file");
+        }
         let (nexd_keys, peer_keys) = (Keypair::generate(), Keypair::generate());
         let sa = |ip: &str, port: u16| -> SocketAddr {
             format!("{ip}:{port}").parse().expect("socket address")
