@@ -25,6 +25,10 @@ else
     printf 'fuzz %s skipped\n' rule config state wg_datagram ip_packet api | tee -a "$log"
 fi
 # Benchmark smoke run (nexd <-> nexd, debug build, a few seconds): one counted test.
+# The fuzz build above compiles nexd with other features into the same target directory, so
+# the binaries are rebuilt here first, outside the smoke run's time limit (the rebuild alone
+# took minutes on a loaded machine and the limit killed the run).
+cargo build --workspace --bins -q
 smoke=0
 if [ "$(id -u)" -ne 0 ]; then
     echo "bench smoke: SKIPPED (needs root)"
