@@ -1,7 +1,7 @@
 //! Flows opened by proxy servers (SOCKS5, HTTP CONNECT): each request names its own
 //! destination, which must lie inside a peer's AllowedIPs and the server's allow-list.
 
-use super::{mark_dirty, mark_udp_dirty, Engine};
+use super::{mark_dirty, Engine};
 use crate::engine::gateways::GatewayTable;
 use crate::engine::host::{
     self, ConnectOutcome, ConnectRefusal, Connected, FlowId, GatewayFailure,
@@ -134,7 +134,8 @@ impl Engine {
     ) {
         let known = candidates
             .iter()
-            .find_map(|d| self.association_index.get(&(association, *d)).copied());
+            .map(|d| SocketAddr::new(canonical(d.ip()), d.port()))
+            .find_map(|d| self.association_index.get(&(association, d)).copied());
         let id = match known {
             Some(id) => id,
             None => {
@@ -156,9 +157,6 @@ impl Engine {
         };
         self.gateways.count_datagram(&gateway);
         self.send_egress_udp(id, data);
-        if let Some(f) = self.egress_udp.get_mut(&id) {
-            mark_udp_dirty(&mut self.udp_dirty, id, f);
-        }
     }
 
     /// A SOCKS5 UDP association ended: its flows close.
@@ -231,14 +229,18 @@ pub(super) fn answer_connect(
 /// Whether a proxy server may ever send to `ip`: never loopback, unspecified, multicast or
 /// broadcast, whatever a peer's AllowedIPs say (a peer routing 0.0.0.0/0 covers them too).
 fn tunnel_destination(ip: IpAddr) -> bool {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    };
-    match ip {
+    match canonical(ip) {
         IpAddr::V4(a) => {
             !(a.is_loopback() || a.is_unspecified() || a.is_multicast() || a.is_broadcast())
         }
         IpAddr::V6(a) => !(a.is_loopback() || a.is_unspecified() || a.is_multicast()),
+    }
+}
+
+/// An IPv4-mapped IPv6 address as its IPv4 address; any other address as it is.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
     }
 }
