@@ -18,13 +18,16 @@ pub const MAX_KEY_FILE_BYTES: u64 = 4 * 1024;
 /// Largest state file read.
 pub const MAX_STATE_BYTES: u64 = 16 * 1024 * 1024;
 
-pub use crate::limits::{MAX_PEERS, MAX_RULES};
+pub use crate::limits::{MAX_PEERS, MAX_PROXY_SERVERS, MAX_RULES};
 
 /// Most AllowedIPs of one peer (and Address entries of the interface): the API's cap.
 pub const MAX_ALLOWED_IPS: usize = crate::limits::MAX_ALLOWED_IPS_PER_PEER;
 
 /// Most entries of one rule's allow-list in a state file: the API's cap.
 pub const MAX_ALLOW_LIST: usize = crate::limits::MAX_ALLOW_PEERS_PER_RULE;
+
+/// Most entries of one proxy server's allow-list in a state file: the API's cap.
+pub const MAX_DEST_LIST: usize = crate::limits::MAX_ALLOW_DESTS_PER_SERVER;
 
 /// Longest string field of a state file (a rule line, a key, an address, an endpoint):
 /// twice the longest rule the API takes, since a saved rule line also holds its direction,

@@ -11,6 +11,12 @@ pub const MAX_ALLOW_PEERS_PER_RULE: usize = 1024;
 /// AllowedIPs of one peer: lists of thousands of routes (a region's address blocks, a full
 /// tunnel minus exclusions) are real, so this cap is higher than the others.
 pub const MAX_ALLOWED_IPS_PER_PEER: usize = 8192;
+/// Proxy servers (SOCKS5, HTTP) given as flags, and again those added through the API: each
+/// holds a host listener, and a few are all a host needs.
+pub const MAX_PROXY_SERVERS: usize = 256;
+/// Entries in one proxy server's destination allow-list (`--allow-dest`), as given and
+/// once comma-separated lists are split.
+pub const MAX_ALLOW_DESTS_PER_SERVER: usize = 1024;
 /// Bytes in any single string field: a rule, an allow-list entry, an AllowedIP, a key, an
 /// endpoint. The longest legitimate one (a host name endpoint) is under 300.
 pub const MAX_FIELD_LEN: usize = 1024;
@@ -109,6 +115,26 @@ pub fn check_rule_input<S: AsRef<str>>(rule: &str, allowed_peers: &[S]) -> Resul
     )
 }
 
+/// Checks a proxy server as given (its listen address and allow-list) before it is parsed.
+pub fn check_server_input<S: AsRef<str>>(
+    listen: &str,
+    allow_dests: &[S],
+) -> Result<(), LimitError> {
+    check_len("listen address", listen)?;
+    check_list(
+        "allow-dest entry",
+        "allow-dest entries",
+        allow_dests,
+        MAX_ALLOW_DESTS_PER_SERVER,
+    )
+}
+
+/// Checks a parsed allow-list: comma-separated entries may hold more destinations than the
+/// list has entries.
+pub fn check_dest_count(n: usize) -> Result<(), LimitError> {
+    check_count("allow-dest entries", n, MAX_ALLOW_DESTS_PER_SERVER)
+}
+
 /// Checks a peer's AllowedIPs as given, before they are parsed.
 pub fn check_allowed_ips<S: AsRef<str>>(allowed_ips: &[S]) -> Result<(), LimitError> {
     check_list(
@@ -157,5 +183,10 @@ mod tests {
         assert!(check_rule_input("tcp:1:1.1.1.1:1", &peers).is_err());
         assert!(check_rule_input("tcp:1:1.1.1.1:1", &[&"a".repeat(2000)]).is_err());
         assert!(check_count("rules", MAX_RULES, MAX_RULES).is_ok());
+        let dests = vec!["100.100.0.0/24"; MAX_ALLOW_DESTS_PER_SERVER + 1];
+        assert!(check_server_input("1080", &dests).is_err());
+        assert!(check_server_input(&"1".repeat(2000), &[] as &[&str]).is_err());
+        assert!(check_server_input("127.0.0.1:1080", &dests[1..]).is_ok());
+        assert!(check_dest_count(MAX_ALLOW_DESTS_PER_SERVER + 1).is_err());
     }
 }

@@ -1,6 +1,6 @@
 //! The control API's service layer: arbitrary sequences of gRPC requests (protobuf bytes)
 //! through the real `ApiService` over a stub engine (`nexd::api::fuzzing`). No panic, every
-//! error one short line, and the listed rules and peers always match the engine's.
+//! error one short line, and the listed rules, servers and peers always match the engine's.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

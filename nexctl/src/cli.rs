@@ -60,7 +60,7 @@ pub enum Command {
 /// `nexctl nexd ...`
 #[derive(Subcommand, Debug)]
 pub enum NexdCommand {
-    /// Proxy rules
+    /// Proxy rules and proxy servers (SOCKS5, HTTP)
     Proxy {
         #[command(subcommand)]
         command: ProxyCommand,
@@ -76,10 +76,10 @@ pub enum NexdCommand {
     Reload,
 }
 
-/// Exactly one of --ingress or --egress.
+/// Exactly one of --ingress, --egress, --socks5 or --http-proxy.
 #[derive(Args, Debug)]
-#[command(group(ArgGroup::new("direction").required(true).args(["ingress", "egress"])))]
-pub struct RuleArg {
+#[command(group(ArgGroup::new("target").required(true).args(["ingress", "egress", "socks5", "http_proxy"])))]
+pub struct TargetArg {
     /// protocol:port:destination_ip:destination_port, from the WireGuard network to the host
     #[arg(long, value_name = "RULE")]
     pub ingress: Option<String>,
@@ -87,27 +87,47 @@ pub struct RuleArg {
     /// unless a bind address is given) to the WireGuard network
     #[arg(long, value_name = "RULE")]
     pub egress: Option<String>,
+    /// A SOCKS5 server into the tunnel at [ADDR:]PORT (address default 127.0.0.1); it reaches
+    /// only addresses some peer's AllowedIPs cover
+    #[arg(long, value_name = "[ADDR:]PORT")]
+    pub socks5: Option<String>,
+    /// An HTTP proxy (CONNECT and plain GET) into the tunnel at [ADDR:]PORT (address default
+    /// 127.0.0.1); it reaches only addresses some peer's AllowedIPs cover
+    #[arg(long = "http-proxy", value_name = "[ADDR:]PORT")]
+    pub http_proxy: Option<String>,
 }
 
-/// `proxy add`: a rule and, for ingress, who may use it.
+/// `proxy add`: a rule or proxy server, and what it admits.
 #[derive(Args, Debug)]
 pub struct AddArgs {
     #[command(flatten)]
-    pub rule: RuleArg,
+    pub target: TargetArg,
     /// Ingress only: a peer allowed to use the rule, as a base64 public key, a tunnel IP
     /// address or a CIDR (repeatable or comma-separated; default: every peer)
     #[arg(long = "allow-peer", value_name = "PEER", value_delimiter = ',')]
     pub allow_peer: Vec<String>,
+    /// --socks5/--http-proxy only: a destination the server may reach, CIDR[:PORT[-PORT]]
+    /// (repeatable or comma-separated; default: every tunnel destination)
+    #[arg(
+        long = "allow-dest",
+        value_name = "CIDR[:PORT[-PORT]]",
+        value_delimiter = ','
+    )]
+    pub allow_dest: Vec<String>,
+    /// TCP --ingress only: send a PROXY protocol header (v1: text, v2: binary) with the peer's
+    /// tunnel address to the local server
+    #[arg(long = "proxy-protocol", value_name = "VERSION")]
+    pub proxy_protocol: Option<String>,
 }
 
 /// `nexctl nexd proxy ...`
 #[derive(Subcommand, Debug)]
 pub enum ProxyCommand {
-    /// Add a rule; its listener is up when this returns
+    /// Add a rule or proxy server; its listener is up when this returns
     Add(AddArgs),
-    /// Remove a rule; stops accepting at once, live connections finish
-    Remove(RuleArg),
-    /// List the active rules
+    /// Remove a rule or proxy server; stops accepting at once, live connections finish
+    Remove(TargetArg),
+    /// List the active rules, then the proxy servers
     List,
 }
 

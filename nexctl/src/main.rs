@@ -1,15 +1,15 @@
 //! nexctl: command-line client for nexd's gRPC API on a unix socket. Thin by design: the
 //! daemon owns all logic; nexctl parses, calls, and prints.
 
+mod args;
 mod cli;
 mod client;
 mod output;
 
-use cli::{AddArgs, Cli, Command, NexdCommand, PeersCommand, ProxyCommand, RuleArg};
-use nexd_common::allow;
+use args::Target;
+use cli::{Cli, Command, NexdCommand, PeersCommand, ProxyCommand};
 use nexd_common::api;
 use nexd_common::paths::PathEnv;
-use nexd_common::{Direction, ProxyRule, Rule, RuleSpec};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,43 +46,6 @@ fn default_socket() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| env.state_dir());
     env.unix_socket(&state_dir)
-}
-
-fn rule_arg(arg: &RuleArg) -> Result<ProxyRule, Failure> {
-    let (direction, flag, text) = match (&arg.ingress, &arg.egress) {
-        (Some(r), None) => (Direction::Ingress, "--ingress", r),
-        (None, Some(r)) => (Direction::Egress, "--egress", r),
-        _ => {
-            return Err(Failure::new(
-                EX_USAGE,
-                "give exactly one of --ingress or --egress",
-            ))
-        }
-    };
-    let rule: Rule = text
-        .parse()
-        .map_err(|e| Failure::new(EX_DATAERR, format!("invalid {flag} rule {text:?}: {e}")))?;
-    let rule = ProxyRule { direction, rule };
-    rule.validate()
-        .map_err(|e| Failure::new(EX_DATAERR, format!("invalid {flag} rule {text:?}: {e}")))?;
-    Ok(rule)
-}
-
-fn spec_arg(arg: &AddArgs) -> Result<RuleSpec, Failure> {
-    let rule = rule_arg(&arg.rule)?;
-    if rule.direction == Direction::Egress && !arg.allow_peer.is_empty() {
-        return Err(Failure::new(
-            EX_USAGE,
-            "--allow-peer applies to --ingress rules only",
-        ));
-    }
-    let allowed_peers = allow::parse_list(&arg.allow_peer)
-        .map_err(|e| Failure::new(EX_DATAERR, format!("--allow-peer: {e}")))?;
-    Ok(RuleSpec {
-        rule,
-        allowed_peers,
-        proxy_protocol: None,
-    })
 }
 
 /// Runs `work` (connecting to nexd and calling it) within `--timeout`: a daemon that
@@ -141,13 +104,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Nexd { command } => {
             // Validate locally before connecting, so bad input is reported as such.
-            let rule = match &command {
+            let target = match &command {
                 NexdCommand::Proxy {
                     command: ProxyCommand::Add(a),
-                } => Some(spec_arg(a)?),
+                } => Some(args::add_target(a)?),
                 NexdCommand::Proxy {
                     command: ProxyCommand::Remove(a),
-                } => Some(RuleSpec::from(rule_arg(a)?)),
+                } => Some(args::target(a)?),
                 _ => None,
             };
             let psk_file = match &command {
@@ -173,7 +136,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 ),
                 _ => None,
             };
-            bounded(secs, &socket, call(&socket, out, command, rule, psk_file)).await
+            bounded(secs, &socket, call(&socket, out, command, target, psk_file)).await
         }
     }
 }
@@ -183,38 +146,57 @@ async fn call(
     socket: &std::path::Path,
     out: cli::Output,
     command: NexdCommand,
-    rule: Option<RuleSpec>,
+    target: Option<Target>,
     psk_file: Option<String>,
 ) -> Result<(), Failure> {
     let mut c = client::connect(socket).await?;
     match command {
-        NexdCommand::Proxy { command } => match command {
-            ProxyCommand::Add(_) => {
-                let r = rule.ok_or_else(|| Failure::new(EX_USAGE, "missing rule"))?;
-                c.add_proxy_rule(api::AddProxyRuleRequest {
-                    rule: Some((&r).into()),
-                })
-                .await
-                .map_err(client::failure)?;
-                output::done(out, "added", &r);
-            }
-            ProxyCommand::Remove(_) => {
-                let r = rule.ok_or_else(|| Failure::new(EX_USAGE, "missing rule"))?;
-                c.remove_proxy_rule(api::RemoveProxyRuleRequest {
-                    rule: Some((&r).into()),
-                })
-                .await
-                .map_err(client::failure)?;
-                output::done(out, "removed", &r);
-            }
-            ProxyCommand::List => {
-                let r = c
-                    .list_proxy_rules(api::ListProxyRulesRequest {})
+        NexdCommand::Proxy { command } => {
+            let missing = || Failure::new(EX_USAGE, "missing rule or server");
+            match (command, target) {
+                (ProxyCommand::Add(_), Some(Target::Rule(r))) => {
+                    c.add_proxy_rule(api::AddProxyRuleRequest {
+                        rule: Some((&r).into()),
+                    })
                     .await
                     .map_err(client::failure)?;
-                output::rules(out, &r.into_inner().rules);
+                    output::done(out, "added", &r);
+                }
+                (ProxyCommand::Add(_), Some(Target::Server(s))) => {
+                    c.add_proxy_server(api::AddProxyServerRequest {
+                        server: Some((&s).into()),
+                    })
+                    .await
+                    .map_err(client::failure)?;
+                    output::server_done(out, "added", &s);
+                }
+                (ProxyCommand::Remove(_), Some(Target::Rule(r))) => {
+                    c.remove_proxy_rule(api::RemoveProxyRuleRequest {
+                        rule: Some((&r).into()),
+                    })
+                    .await
+                    .map_err(client::failure)?;
+                    output::done(out, "removed", &r);
+                }
+                (ProxyCommand::Remove(_), Some(Target::Server(s))) => {
+                    c.remove_proxy_server(api::RemoveProxyServerRequest {
+                        server: Some((&s).into()),
+                    })
+                    .await
+                    .map_err(client::failure)?;
+                    output::server_done(out, "removed", &s);
+                }
+                (ProxyCommand::Add(_) | ProxyCommand::Remove(_), None) => return Err(missing()),
+                (ProxyCommand::List, _) => {
+                    let r = c
+                        .list_proxy_rules(api::ListProxyRulesRequest {})
+                        .await
+                        .map_err(client::failure)?
+                        .into_inner();
+                    output::rules(out, &r.rules, &r.servers);
+                }
             }
-        },
+        }
         NexdCommand::Reload => {
             let r = c
                 .reload(api::ReloadRequest {})

@@ -2,7 +2,7 @@
 
 use crate::cli::Output;
 use nexd_common::api;
-use nexd_common::RuleSpec;
+use nexd_common::{GatewaySpec, RuleSpec};
 use serde_json::json;
 
 /// `println!` that never panics: a reader that went away (`nexctl ... | head -1`) ends
@@ -44,16 +44,40 @@ fn direction_name(d: i32) -> &'static str {
     }
 }
 
+fn server_kind_name(k: i32) -> &'static str {
+    match api::ProxyServerKind::try_from(k) {
+        Ok(api::ProxyServerKind::Socks5) => "socks5",
+        Ok(api::ProxyServerKind::Http) => "http-proxy",
+        _ => "unknown",
+    }
+}
+
 /// After add/remove of a rule.
 pub fn done(out: Output, verb: &str, spec: &RuleSpec) {
     match out {
         Output::Text => outln!("{verb} {spec}"),
         Output::Json => {
             let allowed: Vec<String> = spec.allowed_peers.iter().map(|a| a.to_string()).collect();
+            let mut v = json!({"result": verb, "direction": spec.rule.direction.to_string(),
+                               "rule": spec.rule.rule.to_string(), "allowed_peers": allowed});
+            if let Some(pp) = spec.proxy_protocol {
+                v["proxy_protocol"] = json!(pp.to_string());
+            }
+            outln!("{v}")
+        }
+    }
+}
+
+/// After add/remove of a proxy server.
+pub fn server_done(out: Output, verb: &str, spec: &GatewaySpec) {
+    match out {
+        Output::Text => outln!("{verb} {spec}"),
+        Output::Json => {
+            let allow: Vec<String> = spec.allow.iter().map(|a| a.to_string()).collect();
             outln!(
                 "{}",
-                json!({"result": verb, "direction": spec.rule.direction.to_string(),
-                       "rule": spec.rule.rule.to_string(), "allowed_peers": allowed})
+                json!({"result": verb, "kind": spec.gateway.kind.name(),
+                       "listen": spec.gateway.listen.to_string(), "allow_destinations": allow})
             )
         }
     }
@@ -90,8 +114,9 @@ pub fn reloaded(out: Output, r: &api::ReloadResponse) {
     }
 }
 
-/// `proxy list`: one rule a line.
-pub fn rules(out: Output, rules: &[api::ProxyRule]) {
+/// `proxy list`: one rule a line, then one proxy server a line, each as `proxy add` takes
+/// it (`socks5 127.0.0.1:1080 allow-dest=100.100.0.0/24 origin=runtime`).
+pub fn rules(out: Output, rules: &[api::ProxyRule], servers: &[api::ProxyServer]) {
     match out {
         Output::Text => {
             for r in rules {
@@ -99,8 +124,21 @@ pub fn rules(out: Output, rules: &[api::ProxyRule]) {
                 if !r.allowed_peers.is_empty() {
                     line += &format!(" allow-peer={}", r.allowed_peers.join(","));
                 }
+                if !r.proxy_protocol.is_empty() {
+                    line += &format!(" proxy-protocol={}", r.proxy_protocol);
+                }
                 if !r.origin.is_empty() {
                     line += &format!(" origin={}", r.origin);
+                }
+                outln!("{line}");
+            }
+            for s in servers {
+                let mut line = format!("{} {}", server_kind_name(s.kind), s.listen);
+                if !s.allow_destinations.is_empty() {
+                    line += &format!(" allow-dest={}", s.allow_destinations.join(","));
+                }
+                if !s.origin.is_empty() {
+                    line += &format!(" origin={}", s.origin);
                 }
                 outln!("{line}");
             }
@@ -114,10 +152,20 @@ pub fn rules(out: Output, rules: &[api::ProxyRule]) {
                     if !r.bind_addresses.is_empty() {
                         v["bind_addresses"] = json!(r.bind_addresses);
                     }
+                    if !r.proxy_protocol.is_empty() {
+                        v["proxy_protocol"] = json!(r.proxy_protocol);
+                    }
                     v
                 })
                 .collect();
-            outln!("{}", json!({ "rules": list }));
+            let servers: Vec<_> = servers
+                .iter()
+                .map(|s| {
+                    json!({"kind": server_kind_name(s.kind), "listen": s.listen,
+                           "allow_destinations": s.allow_destinations, "origin": s.origin})
+                })
+                .collect();
+            outln!("{}", json!({ "rules": list, "servers": servers }));
         }
     }
 }
@@ -157,6 +205,7 @@ pub fn status(out: Output, s: &api::GetStatusResponse) {
                 ("uptime", human_duration(s.uptime_seconds)),
                 ("peers", s.peer_count.to_string()),
                 ("rules", s.rule_count.to_string()),
+                ("servers", s.server_counters.len().to_string()),
                 ("tcp flows", s.tcp_flows.to_string()),
                 ("udp flows", s.udp_flows.to_string()),
                 ("sockets", s.host_sockets.to_string()),
@@ -197,6 +246,24 @@ pub fn status(out: Output, s: &api::GetStatusResponse) {
                     human_bytes(r.bytes_to_host),
                     r.refused_not_allowed,
                     r.refused_rule_limit
+                );
+            }
+            for c in &s.server_counters {
+                let Some(server) = &c.server else { continue };
+                outln!(
+                    "server:      {} {}  active={} total={} to_tunnel={} to_host={} refused_not_allowed={} refused_limit={} auth_failed={} bad_requests={} connect_failed={} datagrams={}",
+                    server_kind_name(server.kind),
+                    server.listen,
+                    c.active_flows,
+                    c.flows_total,
+                    human_bytes(c.bytes_to_tunnel),
+                    human_bytes(c.bytes_to_host),
+                    c.refused_not_allowed,
+                    c.refused_limit,
+                    c.auth_failed,
+                    c.bad_requests,
+                    c.connect_failed,
+                    c.datagrams
                 );
             }
         }
@@ -241,6 +308,20 @@ pub fn status(out: Output, s: &api::GetStatusResponse) {
                         "bytes_to_host": r.bytes_to_host,
                         "refused_not_allowed": r.refused_not_allowed,
                         "refused_rule_limit": r.refused_rule_limit,
+                    }))).collect::<Vec<_>>(),
+                    "servers": s.server_counters.iter().filter_map(|c| c.server.as_ref().map(|server| json!({
+                        "kind": server_kind_name(server.kind),
+                        "listen": server.listen,
+                        "active_flows": c.active_flows,
+                        "flows_total": c.flows_total,
+                        "bytes_to_tunnel": c.bytes_to_tunnel,
+                        "bytes_to_host": c.bytes_to_host,
+                        "refused_not_allowed": c.refused_not_allowed,
+                        "refused_limit": c.refused_limit,
+                        "auth_failed": c.auth_failed,
+                        "bad_requests": c.bad_requests,
+                        "connect_failed": c.connect_failed,
+                        "datagrams": c.datagrams,
                     }))).collect::<Vec<_>>(),
                     "version": s.version,
                 })

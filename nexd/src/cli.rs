@@ -47,7 +47,8 @@ pub enum LogFormat {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Unprivileged userspace L4 proxy: WireGuard and TCP/IP run inside nexd
-    Proxy(ProxyArgs),
+    // Boxed: its options outweigh every other command's many times over.
+    Proxy(Box<ProxyArgs>),
     /// Privileged L3 mode with a TUN device (not yet implemented)
     Agent,
     /// Print the version
@@ -126,6 +127,40 @@ pub struct ProxyArgs {
     #[arg(long = "allow-peer", value_name = "PEER", value_delimiter = ',')]
     pub allow_peer: Vec<String>,
 
+    /// Send a PROXY protocol header (v1: text, v2: binary) with the peer's tunnel address to
+    /// the local server of every TCP --ingress rule given here
+    #[arg(long = "proxy-protocol", value_name = "VERSION")]
+    pub proxy_protocol: Option<String>,
+
+    /// Serve SOCKS5 into the tunnel at [ADDR:]PORT (address default 127.0.0.1; repeatable).
+    /// It reaches only addresses some peer's AllowedIPs cover
+    #[arg(long = "socks5", value_name = "[ADDR:]PORT")]
+    pub socks5: Vec<String>,
+
+    /// Serve an HTTP proxy (CONNECT and plain GET) into the tunnel at [ADDR:]PORT (address
+    /// default 127.0.0.1; repeatable). It reaches only addresses some peer's AllowedIPs cover
+    #[arg(long = "http-proxy", value_name = "[ADDR:]PORT")]
+    pub http_proxy: Vec<String>,
+
+    /// Only these destinations for the --socks5/--http-proxy servers given here:
+    /// CIDR[:PORT[-PORT]] (repeatable or comma-separated; default: every tunnel destination)
+    #[arg(
+        long = "proxy-allow-dest",
+        value_name = "CIDR[:PORT[-PORT]]",
+        value_delimiter = ','
+    )]
+    pub proxy_allow_dest: Vec<String>,
+
+    /// Domain names in SOCKS5 requests: host (resolve them with the host resolver) or none
+    /// (refuse them; clients must send addresses)
+    #[arg(long, value_enum, default_value_t = Socks5Resolve::Host, value_name = "MODE")]
+    pub socks5_resolve: Socks5Resolve,
+
+    /// SOCKS5 username/password file, `user:password` lines; only the owner may read it.
+    /// Without it, SOCKS5 servers ask for no authentication
+    #[arg(long, value_name = "PATH")]
+    pub socks5_auth_file: Option<PathBuf>,
+
     /// Open flows (TCP and UDP, all rules) beyond which new ones are refused [default: 32768,
     /// lowered to fit the file-descriptor limit, as is a larger value given here]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
@@ -177,6 +212,15 @@ pub struct ProxyArgs {
     /// the ports wrap after a few hundred connections.
     #[arg(long, hide = true, env = "NEXD_EPHEMERAL_PORTS", default_value = "32768-60999", value_name = "LOW-HIGH", value_parser = parse_port_range)]
     pub ephemeral_ports: (u16, u16),
+}
+
+/// How SOCKS5 servers treat domain names (`--socks5-resolve`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Socks5Resolve {
+    /// Resolve with the host resolver.
+    Host,
+    /// Refuse names.
+    None,
 }
 
 /// Parses `LOW-HIGH`: two ports, 0 < LOW <= HIGH.

@@ -15,5 +15,6 @@ pub mod proxy;
 pub mod reload;
 pub mod safe_dir;
 pub mod sd_notify;
+pub mod servers;
 pub mod state;
 pub mod status_dump;

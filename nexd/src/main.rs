@@ -156,7 +156,7 @@ fn main() -> ExitCode {
                 }
             };
             let paths = proxy::Paths::resolve(cli.state_dir, cli.unix_socket);
-            match rt.block_on(proxy::run(args, paths)) {
+            match rt.block_on(proxy::run(*args, paths)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("nexd: {}", e.message);

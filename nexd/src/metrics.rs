@@ -104,6 +104,82 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(Stri
     }
 }
 
+/// The per-server families (SOCKS5, HTTP proxy), labelled `kind` and `listen` as rules are
+/// labelled `direction` and `rule`.
+fn servers(o: &mut String, servers: &[crate::engine::gateways::GatewayStats]) {
+    let label = |g: &crate::engine::gateways::GatewayStats| {
+        format!(
+            "kind=\"{}\",listen=\"{}\"",
+            g.spec.gateway.kind,
+            esc(&g.spec.gateway.listen.to_string())
+        )
+    };
+    let each = |f: &dyn Fn(&crate::engine::gateways::GatewayStats) -> u64| {
+        servers.iter().map(|g| (label(g), f(g))).collect::<Vec<_>>()
+    };
+    family(
+        o,
+        "nexd_server_active_flows",
+        "gauge",
+        "Flows open through the proxy server.",
+        &each(&|g| g.active as u64),
+    );
+    family(
+        o,
+        "nexd_server_flows_total",
+        "counter",
+        "Flows opened through the proxy server.",
+        &each(&|g| g.counters.flows_total),
+    );
+    let mut bytes = Vec::new();
+    let mut refused = Vec::new();
+    for g in servers {
+        let c = &g.counters;
+        for (way, v) in [
+            ("to_tunnel", c.bytes_to_tunnel),
+            ("to_host", c.bytes_to_host),
+        ] {
+            bytes.push((format!("{},way=\"{way}\"", label(g)), v));
+        }
+        for (reason, v) in [
+            ("not_allowed", c.refused_not_allowed),
+            ("limit", c.refused_limit),
+            ("auth_failed", c.auth_failed),
+            ("bad_request", c.bad_requests),
+        ] {
+            refused.push((format!("{},reason=\"{reason}\"", label(g)), v));
+        }
+    }
+    family(
+        o,
+        "nexd_server_bytes_total",
+        "counter",
+        "TCP bytes through the proxy server: from clients into the tunnel (to_tunnel) and back (to_host).",
+        &bytes,
+    );
+    family(
+        o,
+        "nexd_server_refused_requests_total",
+        "counter",
+        "Requests the proxy server refused, by reason.",
+        &refused,
+    );
+    family(
+        o,
+        "nexd_server_connect_failures_total",
+        "counter",
+        "Destinations that refused or never answered a connection through the proxy server.",
+        &each(&|g| g.counters.connect_failed),
+    );
+    family(
+        o,
+        "nexd_server_datagrams_total",
+        "counter",
+        "UDP datagrams relayed through the proxy server (UDP ASSOCIATE), both ways.",
+        &each(&|g| g.counters.datagrams),
+    );
+}
+
 /// The Prometheus text exposition of a status snapshot and of the process.
 pub fn render(st: &EngineStatus) -> String {
     let mut o = String::with_capacity(4096);
@@ -248,6 +324,7 @@ pub fn render(st: &EngineStatus) -> String {
         "New flows the rule refused, by reason.",
         &refused,
     );
+    servers(&mut o, &st.gateways);
     for (group, name, help) in [
         (
             "dropped_packets",
@@ -299,4 +376,55 @@ pub fn render(st: &EngineStatus) -> String {
         }
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::gateways::{GatewayCounters, GatewayStats};
+
+    #[test]
+    fn proxy_servers_get_families_labelled_kind_and_listen() {
+        let st = EngineStatus {
+            public_key: nexd_common::Key([1; 32]),
+            listen_addr: "127.0.0.1:51820".parse().unwrap(),
+            addresses: Vec::new(),
+            rules: Vec::new(),
+            rule_stats: Vec::new(),
+            gateways: vec![GatewayStats {
+                spec: "socks5 [::1]:1080"
+                    .parse::<nexd_common::Gateway>()
+                    .unwrap()
+                    .into(),
+                active: 2,
+                counters: GatewayCounters {
+                    flows_total: 7,
+                    bytes_to_tunnel: 100,
+                    refused_not_allowed: 3,
+                    auth_failed: 1,
+                    ..Default::default()
+                },
+            }],
+            peers: Vec::new(),
+            tcp_flows: 0,
+            udp_flows: 0,
+            host_sockets: 0,
+            counters: Vec::new(),
+        };
+        let text = render(&st);
+        let l = r#"kind="socks5",listen="[::1]:1080""#;
+        for want in [
+            format!("nexd_server_active_flows{{{l}}} 2"),
+            format!("nexd_server_flows_total{{{l}}} 7"),
+            format!("nexd_server_bytes_total{{{l},way=\"to_tunnel\"}} 100"),
+            format!("nexd_server_bytes_total{{{l},way=\"to_host\"}} 0"),
+            format!("nexd_server_refused_requests_total{{{l},reason=\"not_allowed\"}} 3"),
+            format!("nexd_server_refused_requests_total{{{l},reason=\"auth_failed\"}} 1"),
+            format!("nexd_server_connect_failures_total{{{l}}} 0"),
+            format!("nexd_server_datagrams_total{{{l}}} 0"),
+            "# TYPE nexd_server_flows_total counter".to_string(),
+        ] {
+            assert!(text.contains(&want), "{want} missing:\n{text}");
+        }
+    }
 }

@@ -1,4 +1,5 @@
-//! `nexd proxy`: load the configuration, start the engine and the rules, run until a signal.
+//! `nexd proxy`: load the configuration, start the engine, the rules and the proxy servers,
+//! run until a signal.
 
 use crate::api::{self, ApiService, RuntimeState};
 use crate::cli::ProxyArgs;
@@ -7,7 +8,7 @@ use crate::state::{State, StateStore};
 use nexd_common::allow;
 use nexd_common::limits::{self, quote_prefix};
 use nexd_common::paths::PathEnv;
-use nexd_common::{Direction, NetworkConfig, ProxyRule, Rule, RuleSpec};
+use nexd_common::{Direction, NetworkConfig, Protocol, ProxyProtocol, ProxyRule, Rule, RuleSpec};
 use nexd_common::{Key, PeerConfig};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::unix::fs::MetadataExt;
@@ -25,20 +26,22 @@ pub struct Fatal {
 }
 
 /// sysexits: usage error (bad flag value).
-const EX_USAGE: u8 = 64;
+pub(crate) const EX_USAGE: u8 = 64;
 /// sysexits: cannot create output (state directory).
 const EX_CANTCREAT: u8 = 73;
 /// sysexits: configuration error.
-const EX_CONFIG: u8 = 78;
+pub(crate) const EX_CONFIG: u8 = 78;
 
-fn fatal(code: u8, message: impl Into<String>) -> Fatal {
+/// A [`Fatal`] with `code` and the one-line `message`.
+pub(crate) fn fatal(code: u8, message: impl Into<String>) -> Fatal {
     Fatal {
         message: message.into(),
         code,
     }
 }
 
-/// Parses `--ingress`/`--egress` values; `--allow-peer` applies to the ingress ones.
+/// Parses `--ingress`/`--egress` values; `--allow-peer` applies to the ingress ones,
+/// `--proxy-protocol` to the TCP ingress ones.
 pub fn parse_rules(args: &ProxyArgs) -> Result<Vec<RuleSpec>, Fatal> {
     // The API's caps (common/src/limits.rs), checked before anything is parsed.
     let too_big = |e: limits::LimitError| fatal(EX_USAGE, e.to_string());
@@ -66,6 +69,13 @@ pub fn parse_rules(args: &ProxyArgs) -> Result<Vec<RuleSpec>, Fatal> {
             "--allow-peer applies to --ingress rules, and none is given",
         ));
     }
+    let proxy_protocol = match &args.proxy_protocol {
+        None => None,
+        Some(v) => Some(
+            v.parse::<ProxyProtocol>()
+                .map_err(|e| fatal(EX_USAGE, format!("--proxy-protocol: {e}")))?,
+        ),
+    };
     let mut out: Vec<RuleSpec> = Vec::new();
     for (direction, flag, list) in [
         (Direction::Ingress, "--ingress", &args.ingress),
@@ -97,11 +107,22 @@ pub fn parse_rules(args: &ProxyArgs) -> Result<Vec<RuleSpec>, Fatal> {
                     Direction::Ingress => allowed.clone(),
                     Direction::Egress => Vec::new(),
                 },
-                proxy_protocol: None,
+                proxy_protocol: proxy_protocol.filter(|_| sends_proxy_protocol(&pr)),
             });
         }
     }
+    if proxy_protocol.is_some() && !out.iter().any(|r| r.proxy_protocol.is_some()) {
+        return Err(fatal(
+            EX_USAGE,
+            "--proxy-protocol applies to TCP --ingress rules, and none is given",
+        ));
+    }
     Ok(out)
+}
+
+/// Whether a rule may send a PROXY protocol header: TCP ingress only.
+fn sends_proxy_protocol(r: &ProxyRule) -> bool {
+    r.direction == Direction::Ingress && r.rule.protocol == Protocol::Tcp
 }
 
 /// Reads and parses the configuration file (`-`: stdin); see [`crate::config_file`].
@@ -194,11 +215,15 @@ fn merge_state(
         let r: ProxyRule = line.parse().map_err(|e| bad(format!("{e}")))?;
         let allowed_peers = allow::parse_list(state.allowed_peers.get(line).map_or(&[][..], |v| v))
             .map_err(|e| bad(e.to_string()))?;
+        let proxy_protocol = match state.proxy_protocol.get(line) {
+            None => None,
+            Some(v) => Some(v.parse::<ProxyProtocol>().map_err(|e| bad(e.to_string()))?),
+        };
         if !rules.iter().any(|x| x.rule == r) {
             rules.push(RuleSpec {
                 rule: r,
                 allowed_peers,
-                proxy_protocol: None,
+                proxy_protocol,
             });
         }
     }
@@ -218,6 +243,8 @@ impl Drop for RemoveOnDrop {
 pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
     let signals = Signals::install();
     let mut rules = parse_rules(&args)?;
+    let mut servers = crate::servers::parse_flags(&args)?;
+    let gateway_options = crate::servers::options(&args)?;
     let drain_timeout = Duration::from_secs(args.drain_timeout);
     let mut network = load_config(&args.config)?;
     // A user running as, say, nobody with an unwritable HOME still gets a working proxy: the
@@ -255,6 +282,7 @@ pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
     }
     let reloader = std::sync::Arc::new(crate::reload::Reloader::new(&args.config, network.clone()));
     merge_state(&state, &mut network, &mut rules)?;
+    crate::servers::merge_state(&state, &mut servers)?;
     let own = crate::keys::public(&network.private_key);
     if network.peers.iter().any(|p| p.public_key == own) {
         return Err(fatal(
@@ -265,10 +293,15 @@ pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
             ),
         ));
     }
-    if !(state.rules.is_empty() && state.added_peers.is_empty() && state.removed_peers.is_empty()) {
+    if !(state.rules.is_empty()
+        && state.servers.is_empty()
+        && state.added_peers.is_empty()
+        && state.removed_peers.is_empty())
+    {
         info!(
             path = %paths.state_dir.join(crate::state::STATE_FILE).display(),
             rules_restored = state.rules.len(),
+            servers_restored = state.servers.len(),
             peers_added_or_changed = state.added_peers.len(),
             config_peers_removed = state.removed_peers.len(),
             "state file applied: runtime changes restored over the flags and the config file"
@@ -318,7 +351,7 @@ pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
             network,
             endpoints,
             tunables,
-            gateway: Default::default(),
+            gateway: gateway_options,
         },
         cancel.clone(),
     )
@@ -332,6 +365,13 @@ pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
                 _ => 1,
             };
             return Err(fatal(code, e.to_string()));
+        }
+    }
+    // After the rules, as the API would add them; a port in use is a runtime failure (1).
+    for server in servers {
+        if let Err(e) = handle.add_gateway(server).await {
+            cancel.cancel();
+            return Err(fatal(1, e.to_string()));
         }
     }
     if let Some(addr) = args.metrics_listen {
@@ -360,7 +400,7 @@ pub async fn run(args: ProxyArgs, paths: Paths) -> Result<(), Fatal> {
     });
     match handle.status().await {
         Ok(st) => {
-            info!(public_key = %st.public_key, %listen_addr, peers = st.peers.len(), rules = st.rules.len(), max_flows, fd_limit, "nexd proxy running");
+            info!(public_key = %st.public_key, %listen_addr, peers = st.peers.len(), rules = st.rules.len(), proxy_servers = st.gateways.len(), max_flows, fd_limit, "nexd proxy running");
             crate::config_file::log_deferred_warnings();
             crate::sd_notify::ready(&cancel);
         }
@@ -487,6 +527,70 @@ async fn wait_for_signal<F, Fut>(
             _ = usr1.recv() => on_signal(Signal::Usr1).await,
             _ = usr2.recv() => on_signal(Signal::Usr2).await,
             _ = cancel.cancelled() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    fn rules(flags: &[&str]) -> Result<Vec<String>, (u8, String)> {
+        let mut argv = vec!["nexd", "proxy", "--config", "/dev/null"];
+        argv.extend(flags);
+        let crate::cli::Command::Proxy(args) = crate::cli::Cli::try_parse_from(argv)
+            .map_err(|e| (EX_USAGE, e.to_string()))?
+            .command
+        else {
+            unreachable!()
+        };
+        parse_rules(&args)
+            .map(|v| v.iter().map(|r| r.to_string()).collect())
+            .map_err(|f| (f.code, f.message))
+    }
+
+    #[test]
+    fn proxy_protocol_goes_to_the_tcp_ingress_rules_only() {
+        let r = rules(&[
+            "--ingress",
+            "tcp:443:127.0.0.1:8443",
+            "--ingress",
+            "udp:53:127.0.0.1:53",
+            "--egress",
+            "tcp:5432:100.100.0.2:5432",
+            "--proxy-protocol",
+            "v2",
+        ]);
+        assert_eq!(
+            r,
+            Ok(vec![
+                "ingress tcp:443:127.0.0.1:8443 proxy-protocol=v2".to_string(),
+                "ingress udp:53:127.0.0.1:53".to_string(),
+                "egress tcp:5432:100.100.0.2:5432".to_string(),
+            ])
+        );
+        for (flags, want) in [
+            (
+                &["--egress", "tcp:1:100.100.0.2:1", "--proxy-protocol", "v1"][..],
+                "none is given",
+            ),
+            (
+                &["--ingress", "udp:53:127.0.0.1:53", "--proxy-protocol", "v1"],
+                "none is given",
+            ),
+            (
+                &["--ingress", "tcp:1:127.0.0.1:1", "--proxy-protocol", "v3"],
+                "--proxy-protocol: invalid PROXY protocol version \"v3\"",
+            ),
+        ] {
+            match rules(flags) {
+                Err((code, m)) => {
+                    assert_eq!(code, EX_USAGE, "{m}");
+                    assert!(m.contains(want) && m.lines().count() == 1, "{m}");
+                }
+                Ok(r) => panic!("{flags:?} accepted: {r:?}"),
+            }
         }
     }
 }

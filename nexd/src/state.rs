@@ -1,4 +1,5 @@
-//! Persistent state: rules and peers changed at runtime, restored at the next start.
+//! Persistent state: rules, proxy servers and peers changed at runtime, restored at the next
+//! start.
 //!
 //! One JSON file in the state directory (0700), mode 0600, replaced atomically: write a temp
 //! file, fsync it, rename over the old one, fsync the directory. A kill at any moment leaves
@@ -10,7 +11,8 @@
 
 use crate::bounded_read::{read_text, BoundedReadError};
 use nexd_common::file_limits::{
-    clip, MAX_ALLOWED_IPS, MAX_ALLOW_LIST, MAX_FIELD_LEN, MAX_PEERS, MAX_RULES, MAX_STATE_BYTES,
+    clip, MAX_ALLOWED_IPS, MAX_ALLOW_LIST, MAX_DEST_LIST, MAX_FIELD_LEN, MAX_PEERS,
+    MAX_PROXY_SERVERS, MAX_RULES, MAX_STATE_BYTES,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -68,6 +70,17 @@ pub struct State {
     /// Allow-lists of runtime rules that have one, keyed by the rule's line.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub allowed_peers: BTreeMap<String, Vec<String>>,
+    /// PROXY protocol versions (`v1`, `v2`) of runtime rules that send a header, keyed by the
+    /// rule's line.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub proxy_protocol: BTreeMap<String, String>,
+    /// Proxy servers added at runtime, as `kind listen` lines (`socks5 127.0.0.1:1080`).
+    /// Absent when empty, so a file without servers stays readable by older nexd.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<String>,
+    /// Destination allow-lists of runtime servers that have one, keyed by the server's line.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub server_allow: BTreeMap<String, Vec<String>>,
 }
 
 fn version_one() -> u32 {
@@ -83,6 +96,9 @@ impl Default for State {
             added_peers: Vec::new(),
             removed_peers: Vec::new(),
             allowed_peers: BTreeMap::new(),
+            proxy_protocol: BTreeMap::new(),
+            servers: Vec::new(),
+            server_allow: BTreeMap::new(),
         }
     }
 }
@@ -324,6 +340,59 @@ fn check_sizes(state: &State) -> Result<(), String> {
             check_len("allow-list entry", e)?;
         }
     }
+    check_count(
+        "PROXY protocol settings",
+        state.proxy_protocol.len(),
+        MAX_RULES,
+    )?;
+    for (rule, v) in &state.proxy_protocol {
+        check_len("PROXY protocol rule", rule)?;
+        check_len("PROXY protocol version", v)?;
+    }
+    check_count("servers", state.servers.len(), MAX_PROXY_SERVERS)?;
+    check_count(
+        "server allow-lists",
+        state.server_allow.len(),
+        MAX_PROXY_SERVERS,
+    )?;
+    for g in &state.servers {
+        check_len("server", g)?;
+    }
+    for (server, list) in &state.server_allow {
+        check_len("server allow-list server", server)?;
+        check_count("allow-dest entries of a server", list.len(), MAX_DEST_LIST)?;
+        for e in list {
+            check_len("allow-dest entry", e)?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks the proxy servers and PROXY protocol settings parse, and that a PROXY protocol
+/// setting belongs to a TCP ingress rule, so a restart never fails half-way through them.
+fn check_servers_and_proxy_protocol(state: &State) -> Result<(), String> {
+    for g in &state.servers {
+        g.parse::<nexd_common::Gateway>()
+            .map_err(|e| format!("server {:?}: {}", clip(g), clip(&e.to_string())))?;
+    }
+    for (g, list) in &state.server_allow {
+        let n = nexd_common::gateway::parse_dest_list(list)
+            .map_err(|e| format!("server {:?}: {}", clip(g), clip(&e.to_string())))?
+            .len();
+        check_count("allow-dest entries of a server", n, MAX_DEST_LIST)?;
+    }
+    for (line, v) in &state.proxy_protocol {
+        let bad = |e: String| format!("PROXY protocol of rule {:?}: {}", clip(line), clip(&e));
+        v.parse::<nexd_common::ProxyProtocol>()
+            .map_err(|e| bad(e.to_string()))?;
+        if let Ok(r) = line.parse::<nexd_common::ProxyRule>() {
+            if r.direction != nexd_common::Direction::Ingress
+                || r.rule.protocol != nexd_common::Protocol::Tcp
+            {
+                return Err(bad("only TCP ingress rules send one".into()));
+            }
+        }
+    }
     Ok(())
 }
 
@@ -354,6 +423,7 @@ pub fn parse(text: &str) -> Result<State, String> {
             .parse::<nexd_common::Key>()
             .map_err(|e| format!("peer {:?}: {e}", clip(&p.public_key)))?;
     }
+    check_servers_and_proxy_protocol(&state)?;
     Ok(state)
 }
 
@@ -374,6 +444,7 @@ mod tests {
             added_peers: vec![],
             removed_peers: vec![],
             allowed_peers: BTreeMap::new(),
+            ..State::default()
         };
         store.save(&s).unwrap();
         assert_eq!(store.load().unwrap(), s);
@@ -383,6 +454,72 @@ mod tests {
         let fmode = fs::metadata(store.path()).unwrap().permissions().mode() & 0o777;
         let dmode = fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
         assert_eq!((fmode, dmode), (0o600, 0o700));
+    }
+
+    #[test]
+    fn servers_and_proxy_protocol_round_trip_and_are_omitted_when_empty() {
+        let rule = "ingress tcp:443:127.0.0.1:8080".to_string();
+        let s = State {
+            rules: vec![rule.clone()],
+            proxy_protocol: BTreeMap::from([(rule, "v2".to_string())]),
+            servers: vec![
+                "socks5 127.0.0.1:1080".into(),
+                "http-proxy [::1]:3128".into(),
+            ],
+            server_allow: BTreeMap::from([(
+                "socks5 127.0.0.1:1080".to_string(),
+                vec![
+                    "100.100.0.0/24".to_string(),
+                    "[fd00::/64]:80-90".to_string(),
+                ],
+            )]),
+            ..State::default()
+        };
+        let json = serde_json::to_string_pretty(&s).unwrap();
+        assert_eq!(parse(&json), Ok(s));
+        // Empty, the new fields are not written: older nexd reads the file still.
+        let json = serde_json::to_string(&State::default()).unwrap();
+        for field in ["proxy_protocol", "servers", "server_allow"] {
+            assert!(!json.contains(field), "{json}");
+        }
+        // A file written before they existed loads.
+        let old = r#"{"version":1,"rules":["egress tcp:1:100.100.0.2:1"],"added_peers":[],"removed_peers":[]}"#;
+        assert!(parse(old).unwrap().servers.is_empty());
+    }
+
+    #[test]
+    fn bad_servers_and_proxy_protocol_are_refused_in_one_line() {
+        let long = "9".repeat(3000);
+        let many = vec!["socks5 1080"; MAX_PROXY_SERVERS + 1];
+        for (text, want) in [
+            (r#"{"servers":["socks5 0"]}"#.to_string(), "\"0\""),
+            (r#"{"servers":["ftp 127.0.0.1:21"]}"#.into(), "\"ftp\""),
+            (
+                r#"{"server_allow":{"socks5 127.0.0.1:1080":["nowhere"]}}"#.into(),
+                "\"nowhere\"",
+            ),
+            (
+                r#"{"rules":["ingress tcp:443:127.0.0.1:8080"],"proxy_protocol":{"ingress tcp:443:127.0.0.1:8080":"v3"}}"#.into(),
+                "\"v3\"",
+            ),
+            (
+                r#"{"rules":["egress tcp:443:100.100.0.2:443"],"proxy_protocol":{"egress tcp:443:100.100.0.2:443":"v1"}}"#.into(),
+                "TCP ingress",
+            ),
+            (
+                r#"{"proxy_protocol":{"ingress udp:53:127.0.0.1:53":"v1"}}"#.into(),
+                "TCP ingress",
+            ),
+            (
+                serde_json::json!({ "servers": many }).to_string(),
+                "more than 256 servers",
+            ),
+            (format!("{{\"servers\":[\"{long}\"]}}"), "longer than"),
+        ] {
+            let e = parse(&text).unwrap_err();
+            assert!(e.contains(want), "{want}: {e}");
+            assert!(e.len() < 200 && !e.contains('\n'), "{e}");
+        }
     }
 
     #[test]

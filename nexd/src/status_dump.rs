@@ -20,6 +20,8 @@ pub fn log_status(st: &EngineStatus, by: &str) {
         peers_with_handshake = handshaken,
         rules = st.rules.len(),
         rules_with_flows = active_rules,
+        proxy_servers = st.gateways.len(),
+        proxy_servers_with_flows = st.gateways.iter().filter(|g| g.active > 0).count(),
         tcp_flows = st.tcp_flows,
         udp_flows = st.udp_flows,
         "status"

@@ -47,7 +47,7 @@ fn rules_added_at_runtime_work_at_once_are_removed_at_once_and_survive_restart()
     assert_eq!(
         json.trim(),
         format!(
-            r#"{{"rules":[{{"allowed_peers":[],"bind_addresses":["127.0.0.1","::1"],"direction":"egress","origin":"runtime","rule":"{rule}"}}]}}"#
+            r#"{{"rules":[{{"allowed_peers":[],"bind_addresses":["127.0.0.1","::1"],"direction":"egress","origin":"runtime","rule":"{rule}"}}],"servers":[]}}"#
         )
     );
 

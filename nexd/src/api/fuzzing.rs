@@ -1,10 +1,11 @@
 //! In-memory harness for the `api` fuzz target: arbitrary request sequences through the
-//! real service layer ([`ApiService`]) over a stub engine that keeps rules and peers in maps.
+//! real service layer ([`ApiService`]) over a stub engine that keeps rules, proxy servers and
+//! peers in maps.
 //!
 //! An input is a sequence of records: one byte picking the method, a 16-bit big-endian
 //! length, that many bytes decoded as the method's protobuf request (undecodable bytes are
 //! skipped, as tonic would refuse them). Each input starts from an empty service. Checked beyond "no panic": every error is one line
-//! of bounded length, and after each call the rules and peers the service reports are the
+//! of bounded length, and after each call the rules, servers and peers the service reports are the
 //! ones the stub engine holds.
 
 use super::{ApiService, RuntimeState};
@@ -131,7 +132,15 @@ impl Model {
             addresses: Vec::new(),
             rules: self.rules.clone(),
             rule_stats: Vec::new(),
-            gateways: Vec::new(),
+            gateways: self
+                .gateways
+                .iter()
+                .map(|spec| crate::engine::gateways::GatewayStats {
+                    spec: spec.clone(),
+                    active: 0,
+                    counters: Default::default(),
+                })
+                .collect(),
             peers: self
                 .peers
                 .values()
@@ -227,7 +236,7 @@ impl Session {
     async fn call(&self, op: u8, body: &[u8]) {
         use tonic::Request;
         let s = &self.service;
-        let r: Result<(), tonic::Status> = match op % 8 {
+        let r: Result<(), tonic::Status> = match op % 10 {
             0 => match api::AddProxyRuleRequest::decode(body) {
                 Ok(m) => s.add_proxy_rule(Request::new(m)).await.map(drop),
                 Err(_) => Ok(()),
@@ -262,10 +271,18 @@ impl Session {
                 .list_proxy_rules(Request::new(api::ListProxyRulesRequest {}))
                 .await
                 .map(drop),
-            _ => s
+            7 => s
                 .list_peers(Request::new(api::ListPeersRequest {}))
                 .await
                 .map(drop),
+            8 => match api::AddProxyServerRequest::decode(body) {
+                Ok(m) => s.add_proxy_server(Request::new(m)).await.map(drop),
+                Err(_) => Ok(()),
+            },
+            _ => match api::RemoveProxyServerRequest::decode(body) {
+                Ok(m) => s.remove_proxy_server(Request::new(m)).await.map(drop),
+                Err(_) => Ok(()),
+            },
         };
         if let Err(e) = r {
             let m = e.message();
@@ -277,13 +294,12 @@ impl Session {
     /// What ListProxyRules and ListPeers report is what the engine holds.
     async fn check_lists(&self) {
         use tonic::Request;
-        let rules = self
+        let api::ListProxyRulesResponse { rules, servers } = self
             .service
             .list_proxy_rules(Request::new(api::ListProxyRulesRequest {}))
             .await
             .expect("list rules")
-            .into_inner()
-            .rules;
+            .into_inner();
         let peers = self
             .service
             .list_peers(Request::new(api::ListPeersRequest {}))
@@ -298,6 +314,14 @@ impl Session {
             .collect();
         let held: Vec<ProxyRule> = model.rules.iter().map(|s| s.rule).collect();
         assert_eq!(listed, held, "listed rules differ from the engine's");
+        let listed: Vec<nexd_common::GatewaySpec> = servers
+            .iter()
+            .map(|s| nexd_common::GatewaySpec::try_from(s).expect("listed server parses back"))
+            .collect();
+        assert_eq!(
+            listed, model.gateways,
+            "listed servers differ from the engine's"
+        );
         let active = peers.iter().filter(|p| p.origin != "config-removed");
         assert_eq!(active.count(), model.peers.len(), "listed peers differ");
     }
@@ -340,6 +364,23 @@ mod tests {
             allowed_peers: peers.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         }
+    }
+
+    /// An AddProxyServerRequest (also decodes as a RemoveProxyServerRequest).
+    fn server(kind: &str, listen: &str, allow: &[&str]) -> Vec<u8> {
+        let kind = match kind {
+            "socks5" => api::ProxyServerKind::Socks5,
+            _ => api::ProxyServerKind::Http,
+        };
+        api::AddProxyServerRequest {
+            server: Some(api::ProxyServer {
+                kind: kind as i32,
+                listen: listen.to_string(),
+                allow_destinations: allow.iter().map(|s| s.to_string()).collect(),
+                origin: String::new(),
+            }),
+        }
+        .encode_to_vec()
     }
 
     /// The seeds in fuzz/corpus/api, as the fuzz target reads them.
@@ -405,6 +446,22 @@ mod tests {
                 ]),
             ),
             (
+                "seed-servers",
+                input(&[
+                    (
+                        8,
+                        server("socks5", "1080", &["100.100.0.0/24", "[fd00::2]:22"]),
+                    ),
+                    (8, server("socks5", "127.0.0.1:1080", &[])),
+                    (8, server("http-proxy", "[::1]:3128", &[])),
+                    (8, server("http-proxy", "0", &[])),
+                    (6, vec![]),
+                    (9, server("http-proxy", "[::1]:3128", &[])),
+                    (9, server("http-proxy", "[::1]:3128", &[])),
+                    (5, vec![]),
+                ]),
+            ),
+            (
                 "seed-oversized",
                 input(&[(
                     0,
@@ -422,11 +479,12 @@ mod tests {
                 let s = Session::new();
                 s.run(&data).await;
                 let m = s.model.lock().unwrap();
-                (m.rules.len(), m.peers.len())
+                (m.rules.len(), m.peers.len(), m.gateways.len())
             });
             match name {
-                "seed-rules" => assert_eq!(model, (1, 0), "{name}"),
-                "seed-peers" => assert_eq!(model, (0, 0), "{name}"),
+                "seed-rules" => assert_eq!(model, (1, 0, 0), "{name}"),
+                "seed-peers" => assert_eq!(model, (0, 0, 0), "{name}"),
+                "seed-servers" => assert_eq!(model, (0, 0, 1), "{name}"),
                 _ => {}
             }
         }

@@ -7,7 +7,7 @@ use crate::reload::Reloader;
 use crate::state::{SavedPeer, State, StateStore};
 use nexd_common::api::{self, nexd_server::Nexd};
 use nexd_common::limits::{self, quote_prefix, LimitError};
-use nexd_common::{Key, PeerConfig, ProxyRule, RuleSpec};
+use nexd_common::{Gateway, GatewaySpec, Key, PeerConfig, ProxyRule, RuleSpec};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -106,7 +106,48 @@ fn parse_rule(r: Option<&api::ProxyRule>) -> Result<ProxyRule, Status> {
 fn parse_spec(r: Option<&api::ProxyRule>) -> Result<RuleSpec, Status> {
     let r = r.ok_or_else(|| Status::invalid_argument("missing rule"))?;
     limits::check_rule_input(&r.rule, &r.allowed_peers).map_err(too_big)?;
+    limits::check_len("PROXY protocol version", &r.proxy_protocol).map_err(too_big)?;
     RuleSpec::try_from(r).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// A proxy server to add: its kind, listen address and allow-list, within the caps.
+fn parse_server_spec(s: Option<&api::ProxyServer>) -> Result<GatewaySpec, Status> {
+    let s = s.ok_or_else(|| Status::invalid_argument("missing server"))?;
+    limits::check_server_input(&s.listen, &s.allow_destinations).map_err(too_big)?;
+    let spec = GatewaySpec::try_from(s).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    limits::check_dest_count(spec.allow.len()).map_err(too_big)?;
+    Ok(spec)
+}
+
+/// A proxy server to remove: only its kind and listen address count.
+fn parse_server(s: Option<&api::ProxyServer>) -> Result<Gateway, Status> {
+    let s = s.ok_or_else(|| Status::invalid_argument("missing server"))?;
+    limits::check_len("listen address", &s.listen).map_err(too_big)?;
+    let bare = api::ProxyServer {
+        allow_destinations: Vec::new(),
+        ..s.clone()
+    };
+    GatewaySpec::try_from(&bare)
+        .map(|g| g.gateway)
+        .map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// The counters of one proxy server, as GetStatus reports them.
+fn server_counters(g: &crate::engine::gateways::GatewayStats) -> api::ProxyServerCounters {
+    let c = &g.counters;
+    api::ProxyServerCounters {
+        server: Some(api::ProxyServer::from(&g.spec)),
+        active_flows: g.active as u64,
+        flows_total: c.flows_total,
+        bytes_to_tunnel: c.bytes_to_tunnel,
+        bytes_to_host: c.bytes_to_host,
+        refused_not_allowed: c.refused_not_allowed,
+        refused_limit: c.refused_limit,
+        auth_failed: c.auth_failed,
+        bad_requests: c.bad_requests,
+        connect_failed: c.connect_failed,
+        datagrams: c.datagrams,
+    }
 }
 
 /// Resolves `host:port` without blocking the runtime.
@@ -235,6 +276,10 @@ impl Nexd for ApiService {
         if !rt.state.rules.contains(&line) {
             rt.state.rules.push(line.clone());
         }
+        match spec.proxy_protocol {
+            Some(v) => rt.state.proxy_protocol.insert(line.clone(), v.to_string()),
+            None => rt.state.proxy_protocol.remove(&line),
+        };
         if spec.allowed_peers.is_empty() {
             rt.state.allowed_peers.remove(&line);
         } else {
@@ -255,6 +300,7 @@ impl Nexd for ApiService {
         let line = rule.to_string();
         rt.state.rules.retain(|r| *r != line);
         rt.state.allowed_peers.remove(&line);
+        rt.state.proxy_protocol.remove(&line);
         saved(&rt)?;
         Ok(Response::new(api::RemoveProxyRuleResponse {}))
     }
@@ -276,24 +322,68 @@ impl Nexd for ApiService {
                 }
             })
             .collect();
+        let servers = st
+            .gateways
+            .iter()
+            .map(|g| {
+                let runtime = rt.state.servers.contains(&g.spec.gateway.to_string());
+                api::ProxyServer {
+                    origin: if runtime { "runtime" } else { "flag" }.to_string(),
+                    ..api::ProxyServer::from(&g.spec)
+                }
+            })
+            .collect();
         Ok(Response::new(api::ListProxyRulesResponse {
             rules,
-            servers: Vec::new(),
+            servers,
         }))
     }
 
     async fn add_proxy_server(
         &self,
-        _req: Request<api::AddProxyServerRequest>,
+        req: Request<api::AddProxyServerRequest>,
     ) -> Result<Response<api::AddProxyServerResponse>, Status> {
-        Err(Status::unimplemented("proxy servers: not yet"))
+        let spec = parse_server_spec(req.get_ref().server.as_ref())?;
+        let line = spec.gateway.to_string();
+        let mut rt = self.runtime.lock().await;
+        // The engine has no cap of its own on servers; this one keeps the state file within
+        // what nexd reads back at the next start.
+        if !rt.state.servers.contains(&line) && rt.state.servers.len() >= limits::MAX_PROXY_SERVERS
+        {
+            return Err(Status::resource_exhausted(format!(
+                "too many proxy servers added at runtime (at most {})",
+                limits::MAX_PROXY_SERVERS
+            )));
+        }
+        self.engine
+            .add_gateway(spec.clone())
+            .await
+            .map_err(status)?;
+        if !rt.state.servers.contains(&line) {
+            rt.state.servers.push(line.clone());
+        }
+        if spec.allow.is_empty() {
+            rt.state.server_allow.remove(&line);
+        } else {
+            let list = spec.allow.iter().map(|a| a.to_string()).collect();
+            rt.state.server_allow.insert(line, list);
+        }
+        saved(&rt)?;
+        Ok(Response::new(api::AddProxyServerResponse {}))
     }
 
     async fn remove_proxy_server(
         &self,
-        _req: Request<api::RemoveProxyServerRequest>,
+        req: Request<api::RemoveProxyServerRequest>,
     ) -> Result<Response<api::RemoveProxyServerResponse>, Status> {
-        Err(Status::unimplemented("proxy servers: not yet"))
+        let gateway = parse_server(req.get_ref().server.as_ref())?;
+        let mut rt = self.runtime.lock().await;
+        self.engine.remove_gateway(gateway).await.map_err(status)?;
+        let line = gateway.to_string();
+        rt.state.servers.retain(|s| *s != line);
+        rt.state.server_allow.remove(&line);
+        saved(&rt)?;
+        Ok(Response::new(api::RemoveProxyServerResponse {}))
     }
 
     async fn get_status(
@@ -311,7 +401,7 @@ impl Nexd for ApiService {
             tcp_flows: st.tcp_flows as u32,
             udp_flows: st.udp_flows as u32,
             host_sockets: st.host_sockets as u32,
-            server_counters: Vec::new(),
+            server_counters: st.gateways.iter().map(server_counters).collect(),
             open_fds: crate::fd_limit::open_fds().unwrap_or(0) as u32,
             fd_limit: crate::fd_limit::current()
                 .unwrap_or(0)
