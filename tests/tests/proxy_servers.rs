@@ -160,24 +160,19 @@ fn status(w: &WgWorld) -> Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("status is not JSON ({e}): {out}"))
 }
 
-/// The counters of the proxy server listening on `listen` (`server_counters[]`).
+/// The counters of the proxy server listening on `listen`: its entry in the status
+/// document's `servers` (the API's `server_counters`, one object per server with its
+/// `kind`, `listen` and the ProxyServerCounters fields).
 fn server_counters(w: &WgWorld, listen: &str) -> Value {
     let s = status(w);
-    let entries = s["server_counters"]
+    let entries = s["servers"]
         .as_array()
-        .or(s["servers"].as_array())
-        .unwrap_or_else(|| panic!("status has no server_counters array: {s:#}"));
-    let listen_of = |e: &Value| {
-        e["server"]["listen"]
-            .as_str()
-            .or(e["listen"].as_str())
-            .map(str::to_string)
-    };
+        .unwrap_or_else(|| panic!("status has no servers array: {s:#}"));
     entries
         .iter()
-        .find(|e| listen_of(e).as_deref() == Some(listen))
+        .find(|e| e["listen"].as_str() == Some(listen))
         .cloned()
-        .unwrap_or_else(|| panic!("no server_counters entry for {listen}: {s:#}"))
+        .unwrap_or_else(|| panic!("no servers entry for {listen}: {s:#}"))
 }
 
 /// One numeric field of a server's counters.
