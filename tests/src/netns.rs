@@ -179,7 +179,8 @@ pub struct WgGoPeer {
 }
 
 impl WgGoPeer {
-    /// Starts wireguard-go in `ns` with `address` (CIDR) and one peer.
+    /// Starts wireguard-go in `ns` with `address` (a CIDR, or several comma-separated) and
+    /// one peer.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         ns: &Netns,
@@ -230,7 +231,14 @@ impl WgGoPeer {
             "endpoint",
             peer_endpoint,
         ])?;
-        ns.run(&["ip", "addr", "add", address, "dev", &iface])?;
+        for a in address.split(',').map(str::trim) {
+            // No duplicate address detection: an IPv6 address is usable at once.
+            let mut cmd = vec!["ip", "addr", "add", a, "dev", &iface];
+            if a.contains(':') {
+                cmd.push("nodad");
+            }
+            ns.run(&cmd)?;
+        }
         ns.run(&["ip", "link", "set", &iface, "up"])?;
         for net in peer_allowed.split(',') {
             let _ = ns.run(&["ip", "route", "add", net.trim(), "dev", &iface]);

@@ -10,7 +10,7 @@ use nexd_e2e::nexd::{config, run_to_exit_as, workspace_bin, Keypair, PeerSpec, S
 use nexd_e2e::postgres::{md5_hex, Postgres};
 use nexd_e2e::traffic::{payload, sha256};
 use nexd_e2e::wait_until;
-use nexd_e2e::wg_world::{WgWorld, NEXD_ADDR, PEER_ADDR};
+use nexd_e2e::wg_world::{Setup, WgWorld, NEXD_ADDR, NEXD_ADDR6, PEER_ADDR, PEER_ADDR6};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -51,6 +51,10 @@ struct Web {
 
 impl Web {
     fn start(w: &WgWorld, len: usize, seed: u64) -> Web {
+        Web::start_on(w, &format!("{PEER_ADDR}:{WEB_PORT}"), len, seed)
+    }
+
+    fn start_on(w: &WgWorld, bind: &str, len: usize, seed: u64) -> Web {
         let body = payload(len, seed);
         let file = w.scratch.path().join(format!("body-{seed}.bin"));
         std::fs::write(&file, &body).unwrap();
@@ -59,7 +63,7 @@ impl Web {
             let mut c = w.net.b.command(&testkit());
             c.args([
                 "http-serve",
-                &format!("{PEER_ADDR}:{WEB_PORT}"),
+                bind,
                 &file.display().to_string(),
                 &log.display().to_string(),
             ]);
@@ -276,6 +280,14 @@ impl Drop for Interactive {
     }
 }
 
+/// A world where both ends also have IPv6 tunnel addresses.
+const DUAL_STACK: Setup = Setup {
+    etc: &[],
+    ipv6: true,
+};
+/// wireguard-go's AllowedIPs for nexd in such a world.
+const DUAL_ALLOWED: &str = "100.100.0.1/32,fd00::1/128";
+
 // ---------------------------------------------------------------------------------------
 // 1. SOCKS5 CONNECT with curl.
 
@@ -309,6 +321,76 @@ fn socks5_connect_carries_curl_downloads_by_address() {
     );
 }
 
+#[test]
+fn proxies_reach_ipv6_tunnel_addresses() {
+    let rules = ["--socks5", SOCKS, "--http-proxy", HTTP_PROXY].map(String::from);
+    let Some(w) = WgWorld::start_with("proxy_ipv6", &rules, DUAL_ALLOWED, &DUAL_STACK) else {
+        return;
+    };
+    let web = Web::start_on(&w, &format!("[{PEER_ADDR6}]:{WEB_PORT}"), 3 << 20, 11);
+    let host = format!("[{PEER_ADDR6}]");
+    // SOCKS5 with an IPv6 address (ATYP 4), from curl and from testkit.
+    fetch_ok(
+        &w,
+        &["--socks5", SOCKS, &web_url(&host, "/socks-curl.bin")],
+        &web.body,
+    );
+    let out = kit_a(
+        &w,
+        &[
+            "socks-get",
+            SOCKS,
+            &format!("{host}:{WEB_PORT}"),
+            "/socks-kit.bin",
+            "now",
+        ],
+    );
+    assert_eq!(
+        out.trim(),
+        format!("body {} {}", web.body.len(), sha256(&web.body))
+    );
+    // HTTP: plain forwarding and CONNECT to a bracketed IPv6 authority.
+    let proxy = format!("http://{HTTP_PROXY}");
+    fetch_ok(
+        &w,
+        &["--proxy", &proxy, &web_url(&host, "/forwarded.bin")],
+        &web.body,
+    );
+    fetch_ok(
+        &w,
+        &["-p", "--proxy", &proxy, &web_url(&host, "/tunneled.bin")],
+        &web.body,
+    );
+    let heads = web.requests();
+    let lines: Vec<&str> = heads.iter().filter_map(|h| h.lines().next()).collect();
+    assert_eq!(
+        lines,
+        [
+            "GET /socks-curl.bin HTTP/1.1",
+            "GET /socks-kit.bin HTTP/1.1",
+            "GET /forwarded.bin HTTP/1.1",
+            "GET /tunneled.bin HTTP/1.1"
+        ],
+        "{heads:?}"
+    );
+    assert!(
+        heads[2]
+            .lines()
+            .any(|l| l.to_ascii_lowercase() == format!("host: {host}:{WEB_PORT}")),
+        "{heads:?}"
+    );
+    // nexd's own IPv6 address and one no peer covers are refused; a closed port is refused
+    // by the peer.
+    let refused0 = server_count(&w, SOCKS, "refused_not_allowed");
+    assert_eq!(socks_reply(&w, &format!("[{NEXD_ADDR6}]:9000")), 0x02);
+    assert_eq!(socks_reply(&w, "[fd00::3]:9000"), 0x02);
+    expect_server_count(&w, SOCKS, "refused_not_allowed", refused0 + 2);
+    assert_eq!(
+        socks_reply(&w, &format!("[{PEER_ADDR6}]:{CLOSED_PORT}")),
+        0x05
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // 2. Domain names.
 
@@ -322,11 +404,14 @@ const PEER_NAME: &str = "peer.nexd-e2e.test";
 #[test]
 fn socks5_resolves_names_with_the_host_resolver() {
     let rules = ["--socks5".to_string(), SOCKS.to_string()];
-    let Some(w) = WgWorld::start_with_etc(
+    let Some(w) = WgWorld::start_with(
         "socks5_names",
         &rules,
         &format!("{NEXD_ADDR}/32"),
-        &[("hosts", HOSTS), ("resolv.conf", RESOLV)],
+        &Setup {
+            etc: &[("hosts", HOSTS), ("resolv.conf", RESOLV)],
+            ..Setup::default()
+        },
     ) else {
         return;
     };
@@ -937,15 +1022,14 @@ const CLIENT_PORT: u16 = 24680;
 
 fn proxy_protocol(version: &str) {
     let test = format!("proxy_protocol_{version}");
-    let Some(w) = world(
-        &test,
-        &[
-            "--ingress",
-            "tcp:443:127.0.0.1:8080",
-            "--proxy-protocol",
-            version,
-        ],
-    ) else {
+    let rules = [
+        "--ingress",
+        "tcp:443:127.0.0.1:8080",
+        "--proxy-protocol",
+        version,
+    ]
+    .map(String::from);
+    let Some(w) = WgWorld::start_with(&test, &rules, DUAL_ALLOWED, &DUAL_STACK) else {
         return;
     };
     let server = Background::spawn_ready({
@@ -955,15 +1039,27 @@ fn proxy_protocol(version: &str) {
     })
     .unwrap();
     let n = version.trim_start_matches('v');
-    for (port, bytes, seed) in [(CLIENT_PORT, 2 << 20, 1u64), (CLIENT_PORT + 1, 1000, 2)] {
+    // Over IPv4 (twice, from different ports) and over IPv6 (TCP6 / family 0x21).
+    let v4 = |port: u16| format!("{PEER_ADDR}:{port}");
+    let v6 = |port: u16| format!("[{PEER_ADDR6}]:{port}");
+    for (src, dst, bytes, seed) in [
+        (v4(CLIENT_PORT), format!("{NEXD_ADDR}:443"), 2 << 20, 1u64),
+        (v4(CLIENT_PORT + 1), format!("{NEXD_ADDR}:443"), 1000, 2),
+        (
+            v6(CLIENT_PORT + 2),
+            format!("[{NEXD_ADDR6}]:443"),
+            1 << 20,
+            3,
+        ),
+    ] {
         let out = w
             .net
             .b
             .run(&[
                 &testkit(),
                 "proxy-proto-client",
-                &format!("{PEER_ADDR}:{port}"),
-                &format!("{NEXD_ADDR}:443"),
+                &src,
+                &dst,
                 &bytes.to_string(),
                 &seed.to_string(),
             ])
@@ -972,7 +1068,7 @@ fn proxy_protocol(version: &str) {
         assert_eq!(
             lines,
             [
-                format!("header: proxy=v{n} src={PEER_ADDR}:{port} dst={NEXD_ADDR}:443").as_str(),
+                format!("header: proxy=v{n} src={src} dst={dst}").as_str(),
                 "ok"
             ],
             "{out}"
@@ -1004,7 +1100,7 @@ fn haproxy_accepts(w: &WgWorld, version: &str) {
         c
     })
     .unwrap();
-    let port = CLIENT_PORT + 2;
+    let port = CLIENT_PORT + 3;
     let mut got = String::new();
     let answered = wait_until(DEADLINE, || {
         match w.net.b.run(&[
