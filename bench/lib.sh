@@ -168,8 +168,9 @@ measure() {
 }
 
 # Two nexd on loopback, A egress -> B ingress to the root-namespace servers of the direct path
-# (iperf3 15301, echo 15307, hold 15308, firehose 15309). A listens on 15302 (iperf3 TCP and
-# UDP), 15303 (echo), 15304 (hold), 15305 (firehose). Sets nexd_a and nexd_b.
+# (iperf3 15301, echo 15307, hold 15308, firehose 15309, discard 15310). A listens on 15302
+# (iperf3 TCP and UDP), 15303 (echo), 15304 (hold), 15305 (firehose), 15313 (discard), and
+# runs a SOCKS5 server on 15306. Sets nexd_a and nexd_b.
 nexd_pair_up() {
   local pa ka pb kb
   read -r pa ka < <("$tk" genkey); read -r pb kb < <("$tk" genkey)
@@ -177,11 +178,13 @@ nexd_pair_up() {
   conf "$pb" 100.100.0.2/32 15312 "$ka" 100.100.0.1/32 127.0.0.1:15311 >"$work/b.conf"
   start_bg "$bin/nexd" --state-dir "$work/sb" --unix-socket "$work/b.sock" proxy --config "$work/b.conf" \
     --ingress tcp:5201:127.0.0.1:15301 --ingress udp:5201:127.0.0.1:15301 \
-    --ingress tcp:7:127.0.0.1:15307 --ingress tcp:9:127.0.0.1:15308 --ingress tcp:19:127.0.0.1:15309 2>"$work/b.log"
+    --ingress tcp:7:127.0.0.1:15307 --ingress tcp:9:127.0.0.1:15308 --ingress tcp:19:127.0.0.1:15309 \
+    --ingress tcp:21:127.0.0.1:15310 2>"$work/b.log"
   nexd_b=$!
   start_bg "$bin/nexd" --state-dir "$work/sa" --unix-socket "$work/a.sock" proxy --config "$work/a.conf" \
     --egress tcp:15302:100.100.0.2:5201 --egress udp:15302:100.100.0.2:5201 \
-    --egress tcp:15303:100.100.0.2:7 --egress tcp:15304:100.100.0.2:9 --egress tcp:15305:100.100.0.2:19 2>"$work/a.log"
+    --egress tcp:15303:100.100.0.2:7 --egress tcp:15304:100.100.0.2:9 --egress tcp:15305:100.100.0.2:19 \
+    --egress tcp:15313:100.100.0.2:21 --socks5 15306 2>"$work/a.log"
   nexd_a=$!
   wait_log "$work/a.log" "nexd proxy running"; wait_log "$work/b.log" "nexd proxy running"
 }
@@ -201,4 +204,26 @@ tun_up() {
   ip netns exec "$ns" wg set "$ifc" private-key "$work/$ifc.key" listen-port "$6" peer "$7" allowed-ips "$8" endpoint "$9"
   ip -n "$ns" addr add "$5" dev "$ifc"; ip -n "$ns" link set "$ifc" mtu 1420 up
   ip -n "$ns" route add "$8" dev "$ifc" 2>/dev/null || true
+}
+
+# One TCP stream through A's SOCKS5 server against the same stream through a rule, measured by
+# the same client (stream_rate), runs interleaved: up to the discard server, down from the
+# firehose. Sets R[label,sx_up_rule], sx_up_socks, sx_down_rule, sx_down_socks (Mbit/s).
+socks_vs_rule() { # label
+  local label=$1 sr=$bin/stream_rate k v
+  local -A acc=()
+  for _ in $(seq "$RUNS"); do
+    for k in up_rule up_socks down_rule down_socks; do
+      case $k in
+        up_rule) v=$(client "" $((SECS + 30)) "$sr" up 127.0.0.1:15313 "$SECS" || true) ;;
+        up_socks) v=$(client "" $((SECS + 30)) "$sr" up 127.0.0.1:15306 "$SECS" 100.100.0.2:21 || true) ;;
+        down_rule) v=$(client "" $((SECS + 30)) "$sr" down 127.0.0.1:15305 "$SECS" || true) ;;
+        down_socks) v=$(client "" $((SECS + 30)) "$sr" down 127.0.0.1:15306 "$SECS" 100.100.0.2:19 || true) ;;
+      esac
+      acc[$k]+="$(awk '/^Mbit/{print $2}' <<<"$v") "
+    done
+  done
+  for k in up_rule up_socks down_rule down_socks; do
+    R[$label,sx_$k]=$(tr ' ' '\n' <<<"${acc[$k]}" | grep . | median || true)
+  done
 }

@@ -31,6 +31,10 @@ table() {
   row "RSS with $CONNS idle TCP connections, MiB" rssn
   row "TCP 1 stream forward with $CONNS idle connections open, Mbit/s" busy
   row "RSS min–max over ${SLOW}s, reader at 256 KiB/s from a fast sender, MiB" slow
+  row "1 stream up through an egress rule, Mbit/s (stream_rate)" sx_up_rule noratio
+  row "  the same through the SOCKS5 server" sx_up_socks noratio
+  row "1 stream down through an egress rule, Mbit/s (stream_rate)" sx_down_rule noratio
+  row "  the same through the SOCKS5 server" sx_down_socks noratio
 }
 mul() { awk -v a="$1" -v m="$2" 'BEGIN{ if (a ~ /^[0-9.]+$/) printf "%g", a*m; else print "-" }'; }
 targets() {
@@ -39,6 +43,8 @@ targets() {
   target "nexd ↔ nexd RTT p50 ≤ boringtun ↔ boringtun (µs)" "${R[nexd-nexd,p50]:-}" "<=" "${R[bt-bt,p50]:-}"
   target "nexd ↔ nexd new TCP connections/s (16 clients) ≥ 5,000" "${R[nexd-nexd,cps16]:-}" ">=" 5000
   target "nexd ↔ nexd UDP ≥ wireguard-go (Mbit/s)" "${R[nexd-nexd,udp]:-}" ">=" "${R[wggo-wggo,udp]:-}"
+  target "SOCKS5 stream up ≥ 90% of a rule's (Mbit/s)" "${R[nexd-nexd,sx_up_socks]:-}" ">=" "$(mul "${R[nexd-nexd,sx_up_rule]:-}" 0.9)"
+  target "SOCKS5 stream down ≥ 90% of a rule's (Mbit/s)" "${R[nexd-nexd,sx_down_socks]:-}" ">=" "$(mul "${R[nexd-nexd,sx_down_rule]:-}" 0.9)"
 }
 
 machine="$(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo)"

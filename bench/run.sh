@@ -72,16 +72,18 @@ ready_bg "$work/echo0" "$tk" tcp-echo 127.0.0.1:15307
 ready_bg "$work/hold0" "$tk" hold-server 127.0.0.1:15308; hold0=$!
 hold_restart0() { stop "$hold0"; ready_bg "$work/hold0" "$tk" hold-server 127.0.0.1:15308; hold0=$!; }
 ready_bg "$work/fire0" "$tk" firehose 127.0.0.1:15309
+ready_bg "$work/disc0" "$bin/stream_rate" discard 127.0.0.1:15310
 [ $SMOKE = 1 ] || [ $NEXD_ONLY = 1 ] || measure direct "" 127.0.0.1 15301 15307 "" ""
 
 # --- nexd <-> nexd on loopback ---------------------------------------------------------------
 nexd_pair_up
 AFTER_HOLD=hold_restart0
 measure nexd-nexd "" 127.0.0.1 15302 15303 15304 "$nexd_a $nexd_b" 15305
+[ $SMOKE = 1 ] || socks_vs_rule nexd-nexd
 stop "$nexd_a" "$nexd_b"
 
 if [ $NEXD_ONLY = 1 ]; then
-  for k in fwd rev p4 p50 p99 cps cps16 cfail udp udploss cpu rss0 rssn busy slow; do printf '%s=%s ' "$k" "${R[nexd-nexd,$k]}"; done
+  for k in fwd rev p4 p50 p99 cps cps16 cfail udp udploss cpu rss0 rssn busy slow sx_up_rule sx_up_socks sx_down_rule sx_down_socks; do printf '%s=%s ' "$k" "${R[nexd-nexd,$k]}"; done
   echo
   exit 0
 fi

@@ -74,7 +74,9 @@ fn status(e: EngineError) -> Status {
         EngineError::PortUnavailable { .. } | EngineError::GatewayUnavailable { .. } => {
             Status::failed_precondition(e.to_string())
         }
-        EngineError::TooManyRules(_) => Status::resource_exhausted(e.to_string()),
+        EngineError::TooManyRules(_) | EngineError::TooManyGateways(_) => {
+            Status::resource_exhausted(e.to_string())
+        }
         EngineError::Stopped => Status::unavailable(e.to_string()),
         EngineError::WireGuardSocket { .. } | EngineError::Thread(_) => {
             Status::internal(e.to_string())

@@ -1346,6 +1346,10 @@ impl Engine {
         if self.gateways.servers.contains_key(&gateway) {
             return Err(EngineError::DuplicateGateway(gateway));
         }
+        let running = self.gateways.servers.len();
+        if running >= nexd_common::limits::MAX_PROXY_SERVERS {
+            return Err(EngineError::TooManyGateways(running));
+        }
         let listener =
             host::bind_tcp(gateway.listen).map_err(|e| EngineError::GatewayUnavailable {
                 gateway,

@@ -108,6 +108,9 @@ pub enum EngineError {
     /// A proxy server already listens there.
     #[error("proxy server already exists: {0}")]
     DuplicateGateway(Gateway),
+    /// As many proxy servers run as nexd holds ([`nexd_common::limits::MAX_PROXY_SERVERS`]).
+    #[error("too many proxy servers: {0} are running, the most nexd holds; remove one first")]
+    TooManyGateways(usize),
     /// No proxy server listens there.
     #[error("no such proxy server: {0}")]
     UnknownGateway(Gateway),
