@@ -77,11 +77,31 @@ impl Netns {
         full.extend_from_slice(args);
         sh(&full)
     }
+
+    /// Gives every process started in the namespace from now on (through `ip netns exec`,
+    /// which bind-mounts `/etc/netns/<ns>/<file>` over `/etc/<file>`) its own `/etc/<file>`,
+    /// e.g. a `hosts` file; the rest of the machine keeps its own. Removed with the
+    /// namespace.
+    pub fn set_etc_file(&self, file: &str, contents: &str) -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self.etc_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let p = dir.join(file);
+        std::fs::write(&p, contents).map_err(|e| format!("{}: {e}", p.display()))?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| format!("{}: {e}", p.display()))
+    }
+
+    fn etc_dir(&self) -> std::path::PathBuf {
+        std::path::Path::new("/etc/netns").join(&self.name)
+    }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = sh(&["ip", "netns", "del", &self.name]);
+        // Only this namespace's own directory (its name is unique to this test process).
+        let _ = std::fs::remove_dir_all(self.etc_dir());
     }
 }
 
@@ -159,7 +179,8 @@ pub struct WgGoPeer {
 }
 
 impl WgGoPeer {
-    /// Starts wireguard-go in `ns` with `address` (CIDR) and one peer.
+    /// Starts wireguard-go in `ns` with `address` (a CIDR, or several comma-separated) and
+    /// one peer.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         ns: &Netns,
@@ -210,7 +231,14 @@ impl WgGoPeer {
             "endpoint",
             peer_endpoint,
         ])?;
-        ns.run(&["ip", "addr", "add", address, "dev", &iface])?;
+        for a in address.split(',').map(str::trim) {
+            // No duplicate address detection: an IPv6 address is usable at once.
+            let mut cmd = vec!["ip", "addr", "add", a, "dev", &iface];
+            if a.contains(':') {
+                cmd.push("nodad");
+            }
+            ns.run(&cmd)?;
+        }
         ns.run(&["ip", "link", "set", &iface, "up"])?;
         for net in peer_allowed.split(',') {
             let _ = ns.run(&["ip", "route", "add", net.trim(), "dev", &iface]);

@@ -13,6 +13,10 @@ use std::time::Duration;
 pub const NEXD_ADDR: &str = "100.100.0.1";
 /// The wireguard-go peer's tunnel address.
 pub const PEER_ADDR: &str = "100.100.0.2";
+/// nexd's IPv6 tunnel address, in a world started with [`Setup::ipv6`].
+pub const NEXD_ADDR6: &str = "fd00::1";
+/// The peer's IPv6 tunnel address, in a world started with [`Setup::ipv6`].
+pub const PEER_ADDR6: &str = "fd00::2";
 /// nexd's WireGuard port (inside namespace A).
 pub const NEXD_WG_PORT: u16 = 51820;
 /// wireguard-go's WireGuard port (inside namespace B).
@@ -21,6 +25,18 @@ pub const PEER_WG_PORT: u16 = 51821;
 pub const RELAY_A_PORT: u16 = 51830;
 /// The WAN relay's side B (wireguard-go's side) port, on B's loopback.
 pub const RELAY_B_PORT: u16 = 51831;
+
+/// Optional parts of a world ([`WgWorld::start_with`]).
+#[derive(Default)]
+pub struct Setup<'a> {
+    /// Files of namespace A's own `/etc`, in place before nexd starts (`(name, contents)`,
+    /// e.g. `("hosts", "100.100.0.2 peer.test\n")`): nexd and every command run in
+    /// namespace A see them instead of the machine's.
+    pub etc: &'a [(&'a str, &'a str)],
+    /// Both ends also get an IPv6 tunnel address ([`NEXD_ADDR6`], [`PEER_ADDR6`]) and nexd
+    /// routes the peer's to it; `peer_allowed` should then hold `fd00::1/128` too.
+    pub ipv6: bool,
+}
 
 /// nexd in `net.a`, wireguard-go in `net.b`.
 pub struct WgWorld {
@@ -43,6 +59,8 @@ pub struct WgWorld {
     pub socket: PathBuf,
     /// What wireguard-go routes to nexd (its AllowedIPs for nexd).
     peer_allowed: String,
+    /// wireguard-go's tunnel addresses (CIDRs, comma-separated).
+    peer_addresses: String,
     /// Where wireguard-go sends to reach nexd (nexd itself, or the relay).
     peer_endpoint: String,
 }
@@ -64,12 +82,44 @@ impl WgWorld {
         peer_allowed: &str,
         path: Option<&Path>,
     ) -> Option<WgWorld> {
+        Self::start_inner(test, rules, peer_allowed, path, &Setup::default())
+    }
+
+    /// As [`WgWorld::start`], with the optional parts of `setup`.
+    pub fn start_with(
+        test: &str,
+        rules: &[String],
+        peer_allowed: &str,
+        setup: &Setup,
+    ) -> Option<WgWorld> {
+        Self::start_inner(test, rules, peer_allowed, None, setup)
+    }
+
+    fn start_inner(
+        test: &str,
+        rules: &[String],
+        peer_allowed: &str,
+        path: Option<&Path>,
+        setup: &Setup,
+    ) -> Option<WgWorld> {
         if let Some(why) = netns::unavailable() {
             crate::skip(test, &why);
             return None;
         }
         let scratch = Scratch::new();
         let net = NetPair::create().expect("namespaces");
+        for (file, contents) in setup.etc {
+            net.a
+                .set_etc_file(file, contents)
+                .expect("namespace /etc file");
+        }
+        let (nexd_addresses, peer_addresses) = match setup.ipv6 {
+            false => (format!("{NEXD_ADDR}/32"), format!("{PEER_ADDR}/32")),
+            true => (
+                format!("{NEXD_ADDR}/32, {NEXD_ADDR6}/128"),
+                format!("{PEER_ADDR}/32, {PEER_ADDR6}/128"),
+            ),
+        };
         let (nexd_keys, peer_keys) = (Keypair::generate(), Keypair::generate());
         let sa = |ip: &str, port: u16| -> SocketAddr {
             format!("{ip}:{port}").parse().expect("socket address")
@@ -94,11 +144,11 @@ impl WgWorld {
             "nexd.conf",
             &config(
                 &nexd_keys.private,
-                &format!("{NEXD_ADDR}/32"),
+                &nexd_addresses,
                 NEXD_WG_PORT,
                 &[PeerSpec {
                     public: &peer_keys.public,
-                    allowed_ips: &format!("{PEER_ADDR}/32"),
+                    allowed_ips: &peer_addresses,
                     endpoint: Some(nexd_endpoint),
                 }],
             ),
@@ -140,6 +190,7 @@ impl WgWorld {
             peer_keys,
             socket,
             peer_allowed: peer_allowed.to_string(),
+            peer_addresses: peer_addresses.replace(' ', ""),
             peer_endpoint,
         };
         w.start_peer();
@@ -152,7 +203,7 @@ impl WgWorld {
         let peer = WgGoPeer::start(
             &self.net.b,
             &self.peer_keys.private,
-            &format!("{PEER_ADDR}/32"),
+            &self.peer_addresses,
             PEER_WG_PORT,
             &self.nexd_keys.public,
             &self.peer_allowed,

@@ -15,7 +15,11 @@ fn usage() -> ExitCode {
          firehose ADDR | slow-read ADDR SECONDS KBPS | paced-echo-check ADDR BYTES SEED KBPS | \
          udp-probe SRC DST COUNT | tcp-probe SRC DST SECONDS | \
          tcp-load ADDR CONNS BYTES SEED | udp-flood SINK DST SECONDS SIZE MBIT | \
-         tcp-echo-close ADDR BYTES | conn-serial ADDR COUNT SECONDS BYTES | {}",
+         tcp-echo-close ADDR BYTES | conn-serial ADDR COUNT SECONDS BYTES | \
+         socks-forward LISTEN SOCKS DEST | socks-request SOCKS connect|udp DEST [USER:PASS] | \
+         socks-get SOCKS DEST PATH now|pause | count-accepts ADDR FILE | \
+         http-serve ADDR FILE [REQUEST_LOG] | proxy-proto-server ADDR | \
+         proxy-proto-client SRC DST BYTES SEED | {}",
         nexd_e2e::wan_relay::USAGE
     );
     ExitCode::from(64)
@@ -65,13 +69,17 @@ fn run(args: &[String]) -> Result<(), String> {
             std::thread::park();
             Ok(())
         }
-        [cmd, a, file] if cmd == "http-serve" => {
+        [cmd, a, file, log @ ..] if cmd == "http-serve" && log.len() <= 1 => {
+            // Any request gets FILE; with REQUEST_LOG, each request's head is appended to it
+            // (followed by an empty line) before the answer goes out.
             let body = std::fs::read(file).map_err(|e| format!("{file}: {e}"))?;
             let l = traffic::listen(addr(a)?).map_err(|e| e.to_string())?;
+            let log = log.first().cloned();
             println!("ready");
             for c in l.incoming() {
                 let Ok(mut c) = c else { continue };
                 let body = body.clone();
+                let log = log.clone();
                 std::thread::spawn(move || {
                     let mut req = Vec::new();
                     let mut buf = [0u8; 1024];
@@ -79,6 +87,19 @@ fn run(args: &[String]) -> Result<(), String> {
                         match c.read(&mut buf) {
                             Ok(0) | Err(_) => return,
                             Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    if let Some(log) = log {
+                        let end = req.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0);
+                        let entry = format!("{}\r\n\r\n", String::from_utf8_lossy(&req[..end]));
+                        let appended = std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(&log)
+                            .and_then(|mut f| f.write_all(entry.as_bytes()));
+                        if let Err(e) = appended {
+                            eprintln!("testkit: {log}: {e}");
+                            return;
                         }
                     }
                     let head = format!(
@@ -208,6 +229,18 @@ fn run(args: &[String]) -> Result<(), String> {
         [cmd, rest @ ..] if cmd == "wan-relay" => nexd_e2e::wan_relay::cli::main(rest),
         [cmd, sink, dst, secs, size, mbit] if cmd == "udp-flood" => {
             nexd_e2e::wan_relay::flood::main(sink, dst, secs, size, mbit)
+        }
+        [cmd, l, socks, dest] if cmd == "socks-forward" => proxy_kit::socks_forward(l, socks, dest),
+        [cmd, socks, command, dest, auth @ ..] if cmd == "socks-request" && auth.len() <= 1 => {
+            proxy_kit::socks_request(socks, command, dest, auth.first().map(String::as_str))
+        }
+        [cmd, socks, dest, path, mode] if cmd == "socks-get" => {
+            proxy_kit::socks_get(socks, dest, path, mode)
+        }
+        [cmd, a, file] if cmd == "count-accepts" => proxy_kit::count_accepts(a, file),
+        [cmd, a] if cmd == "proxy-proto-server" => proxy_kit::proxy_proto_server(a),
+        [cmd, src, dst, n, seed] if cmd == "proxy-proto-client" => {
+            proxy_kit::proxy_proto_client(src, dst, n, seed)
         }
         _ => Err(String::new()),
     }
@@ -373,6 +406,266 @@ fn tcp_load(a: &str, conns: &str, bytes: &str, seed: &str) -> Result<(), String>
         Ok(())
     } else {
         Err(format!("{} connections failed", report.failures.len()))
+    }
+}
+
+/// Clients and servers for the SOCKS5/HTTP proxy server and PROXY protocol tests.
+mod proxy_kit {
+    use super::addr;
+    use nexd_e2e::socks::{self, Dest};
+    use nexd_e2e::traffic;
+    use std::io::{BufRead, Read, Write};
+    use std::net::{Shutdown, TcpStream};
+    use std::time::Duration;
+
+    fn dest(s: &str) -> Result<Dest, String> {
+        s.parse()
+    }
+
+    /// Copies `from` to `to` until EOF, then half-closes `to`.
+    fn pump(mut from: TcpStream, mut to: TcpStream) {
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = to.shutdown(Shutdown::Write);
+    }
+
+    /// Listens on LISTEN; every connection is carried to DEST through a SOCKS5 CONNECT via
+    /// SOCKS (no authentication), both ways, half-closes passed on (for clients without
+    /// SOCKS support, such as psql).
+    pub fn socks_forward(l: &str, s: &str, d: &str) -> Result<(), String> {
+        let server = addr(s)?;
+        let target = dest(d)?;
+        let listener = traffic::listen(addr(l)?).map_err(|e| e.to_string())?;
+        println!("ready");
+        for c in listener.incoming() {
+            let Ok(client) = c else { continue };
+            let target = target.clone();
+            std::thread::spawn(move || {
+                let upstream = match socks::connect(server, &target, None) {
+                    Ok(u) => u,
+                    Err(e) => {
+                        eprintln!("testkit socks-forward: {e}");
+                        return;
+                    }
+                };
+                let _ = upstream.set_read_timeout(None);
+                let (Ok(c2), Ok(u2)) = (client.try_clone(), upstream.try_clone()) else {
+                    return;
+                };
+                let up = std::thread::spawn(move || pump(client, upstream));
+                pump(u2, c2);
+                let _ = up.join();
+            });
+        }
+        Ok(())
+    }
+
+    /// One SOCKS5 request; prints how it ended (`method 0xff`, `auth 0x01` or
+    /// `reply 0xNN bound ADDR`). Exits 0 whatever the server answered.
+    pub fn socks_request(
+        s: &str,
+        command: &str,
+        d: &str,
+        auth: Option<&str>,
+    ) -> Result<(), String> {
+        let cmd = match command {
+            "connect" => socks::CMD_CONNECT,
+            "udp" => socks::CMD_UDP_ASSOCIATE,
+            c => return Err(format!("bad command {c:?}: connect or udp")),
+        };
+        let auth = match auth {
+            Some(a) => Some(a.split_once(':').ok_or("USER:PASS")?),
+            None => None,
+        };
+        let (_conn, outcome) = socks::request(addr(s)?, cmd, &dest(d)?, auth)?;
+        println!("{outcome}");
+        Ok(())
+    }
+
+    /// `GET PATH` from the HTTP server DEST through a SOCKS5 CONNECT via SOCKS; checks the
+    /// status and length, prints `body LEN SHA256`. With `pause`, it prints `started` once
+    /// the first body bytes are in and waits for a line on stdin before reading the rest.
+    pub fn socks_get(s: &str, d: &str, path: &str, mode: &str) -> Result<(), String> {
+        let pause = match mode {
+            "now" => false,
+            "pause" => true,
+            m => return Err(format!("bad mode {m:?}: now or pause")),
+        };
+        let target = dest(d)?;
+        let mut c = socks::connect(addr(s)?, &target, None)?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n");
+        c.write_all(req.as_bytes())
+            .map_err(|e| format!("request: {e}"))?;
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let head_end = loop {
+            if let Some(p) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p + 4;
+            }
+            match c.read(&mut buf) {
+                Ok(0) => return Err(format!("closed after {} bytes of head", got.len())),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => return Err(format!("head: {e}")),
+            }
+        };
+        let head = String::from_utf8_lossy(&got[..head_end]).into_owned();
+        if !head.starts_with("HTTP/1.1 200 ") {
+            return Err(format!("response {head:?}"));
+        }
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().to_string())
+            })
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("no Content-Length in {head:?}"))?;
+        let mut body = got.split_off(head_end);
+        if pause {
+            while body.is_empty() {
+                match c.read(&mut buf) {
+                    Ok(0) => return Err("closed before the body".into()),
+                    Ok(n) => body.extend_from_slice(&buf[..n]),
+                    Err(e) => return Err(format!("body: {e}")),
+                }
+            }
+            println!("started {}", body.len());
+            std::io::stdout().flush().map_err(|e| e.to_string())?;
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .map_err(|e| e.to_string())?;
+        }
+        c.read_to_end(&mut body)
+            .map_err(|e| format!("body after {} bytes: {e}", body.len()))?;
+        if body.len() != len {
+            return Err(format!(
+                "body has {} bytes, Content-Length {len}",
+                body.len()
+            ));
+        }
+        println!("body {} {}", body.len(), traffic::sha256(&body));
+        Ok(())
+    }
+
+    /// Accepts connections on ADDR and appends `accepted FROM` to FILE for each (then
+    /// closes it): a server that tells whether anything ever reached it.
+    pub fn count_accepts(a: &str, file: &str) -> Result<(), String> {
+        let l = traffic::listen(addr(a)?).map_err(|e| e.to_string())?;
+        std::fs::write(file, "").map_err(|e| format!("{file}: {e}"))?;
+        println!("ready");
+        for c in l.incoming() {
+            let Ok(c) = c else { continue };
+            let from = c.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(file)
+                .and_then(|mut f| writeln!(f, "accepted {from}"))
+                .map_err(|e| format!("{file}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// A server behind a PROXY protocol sender: each connection must start with a v1 or v2
+    /// header (parsed strictly); it answers `proxy=vN src=IP:PORT dst=IP:PORT` and a newline,
+    /// then echoes the rest of the stream. A bad header gets `error: WHY` and the close.
+    pub fn proxy_proto_server(a: &str) -> Result<(), String> {
+        let l = traffic::listen(addr(a)?).map_err(|e| e.to_string())?;
+        println!("ready");
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            std::thread::spawn(move || {
+                let _ = c.set_read_timeout(Some(Duration::from_secs(30)));
+                match nexd_e2e::proxy_proto::read_header(&mut c) {
+                    Ok(h) => {
+                        let line = format!("proxy=v{} src={} dst={}\n", h.version, h.src, h.dst);
+                        if c.write_all(line.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = c.write_all(format!("error: {e}\n").as_bytes());
+                        return;
+                    }
+                }
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match c.read(&mut buf) {
+                        Ok(0) => {
+                            let _ = c.shutdown(Shutdown::Write);
+                            return;
+                        }
+                        Ok(n) => {
+                            if c.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                        Err(_) => return,
+                    }
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Connects from SRC (IP:PORT) to DST, prints the server's first line as
+    /// `header: LINE`, then sends BYTES (seeded) and checks the echo (length and SHA-256):
+    /// `ok`.
+    pub fn proxy_proto_client(src: &str, dst: &str, n: &str, seed: &str) -> Result<(), String> {
+        let n: usize = n.parse().map_err(|_| "bad BYTES")?;
+        let seed: u64 = seed.parse().map_err(|_| "bad SEED")?;
+        let (src, dst) = (addr(src)?, addr(dst)?);
+        let sock = socket2::Socket::new(
+            socket2::Domain::for_address(dst),
+            socket2::Type::STREAM,
+            None,
+        )
+        .map_err(|e| e.to_string())?;
+        sock.bind(&src.into())
+            .map_err(|e| format!("bind {src}: {e}"))?;
+        sock.connect_timeout(&dst.into(), Duration::from_secs(10))
+            .map_err(|e| format!("connect {dst}: {e}"))?;
+        let mut c: TcpStream = sock.into();
+        c.set_read_timeout(Some(Duration::from_secs(30)))
+            .map_err(|e| e.to_string())?;
+        let mut line = Vec::new();
+        let mut b = [0u8; 1];
+        while !line.ends_with(b"\n") {
+            match c.read(&mut b) {
+                Ok(0) => {
+                    return Err(format!(
+                        "closed before a full first line: {:?}",
+                        String::from_utf8_lossy(&line)
+                    ))
+                }
+                Ok(_) => line.push(b[0]),
+                Err(e) => return Err(format!("first line: {e}")),
+            }
+            if line.len() > 512 {
+                return Err("first line too long".into());
+            }
+        }
+        let line = String::from_utf8_lossy(&line).trim_end().to_string();
+        println!("header: {line}");
+        if line.starts_with("error") {
+            return Err(format!("server: {line}"));
+        }
+        let data = traffic::payload(n, seed);
+        let mut w = c.try_clone().map_err(|e| e.to_string())?;
+        let to_send = data.clone();
+        let writer = std::thread::spawn(move || -> Result<(), String> {
+            w.write_all(&to_send).map_err(|e| format!("write: {e}"))?;
+            w.shutdown(Shutdown::Write)
+                .map_err(|e| format!("shutdown: {e}"))
+        });
+        let mut got = Vec::with_capacity(n);
+        c.read_to_end(&mut got)
+            .map_err(|e| format!("read after {} bytes: {e}", got.len()))?;
+        writer.join().map_err(|_| "writer panicked")??;
+        traffic::check_echo(&data, &got)?;
+        println!("ok");
+        Ok(())
     }
 }
 
