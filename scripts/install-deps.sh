@@ -13,6 +13,7 @@ need iperf3 iperf3
 need jq jq
 need nft nftables
 need prlimit util-linux
+need haproxy haproxy
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
 # A stock gRPC client for tests/tests/api_hardening.rs (Debian's, under /usr/bin/python3).
 /usr/bin/python3 -c 'import grpc' >/dev/null 2>&1 || python3 -c 'import grpc' >/dev/null 2>&1 ||

@@ -877,6 +877,9 @@ fn proxies_refuse_destinations_outside_the_tunnel_and_report_closed_ports() {
         server_count(&w, HTTP_PROXY, "connect_failed"),
     );
     assert_eq!(socks_reply(&w, &closed), 0x05, "SOCKS5 CONNECT {closed}");
+    // The same port named as an IPv4-mapped IPv6 address is the same tunnel destination.
+    let mapped = format!("[::ffff:{PEER_ADDR}]:{CLOSED_PORT}");
+    assert_eq!(socks_reply(&w, &mapped), 0x05, "SOCKS5 CONNECT {mapped}");
     let url = format!("http://{closed}/");
     let (_, _, out, _) = curl(
         &w,
@@ -885,7 +888,7 @@ fn proxies_refuse_destinations_outside_the_tunnel_and_report_closed_ports() {
     assert_eq!(out.trim(), "502", "HTTP CONNECT {closed}");
     let (code, _, out, _) = curl(&w, &["--proxy", &proxy, "-w", "%{http_code}", &url]);
     assert_eq!((code, out.trim()), (0, "502"), "HTTP GET {url}");
-    expect_server_count(&w, SOCKS, "connect_failed", sf + 1);
+    expect_server_count(&w, SOCKS, "connect_failed", sf + 2);
     expect_server_count(&w, HTTP_PROXY, "connect_failed", hf + 2);
     // The total is in the refused_flows group.
     let st = status(&w);

@@ -17,14 +17,18 @@ use tokio::sync::oneshot;
 use tracing::debug;
 
 impl Engine {
-    /// The first of `candidates` the server may reach, or `None`.
+    /// The first of `candidates` the server may reach (an IPv4-mapped IPv6 address as the
+    /// IPv4 address it is), or `None`.
     fn gateway_destination(
         &self,
         gateway: &Gateway,
         candidates: &[SocketAddr],
     ) -> Option<SocketAddr> {
         let entry = self.gateways.servers.get(gateway)?;
-        candidates.iter().copied().find(|d| {
+        let mut addrs = candidates
+            .iter()
+            .map(|d| SocketAddr::new(canonical(d.ip()), d.port()));
+        addrs.find(|d| {
             let ip = d.ip();
             tunnel_destination(ip)
                 && !self.local_ips.contains(&ip)
