@@ -980,6 +980,22 @@ fn socks5_username_password_authentication() {
     expect_server_count(&w, SOCKS, "auth_failed", failed0 + 6);
     // Only alice's download reached the server (carol only connected).
     assert_eq!(web.requests().len(), 1, "{:?}", web.requests());
+
+    // A new password takes effect on reload; a file nexd refuses keeps the old one.
+    std::fs::write(&file, "alice:n3w\n").unwrap();
+    let (code, out, err) = w.nexctl(&["nexd", "reload"]);
+    assert_eq!(code, 0, "reload: {out}{err}");
+    assert!(socks_request(&w, &dest, Some("alice:n3w")).starts_with("reply 0x00 "));
+    assert!(socks_request(&w, &dest, Some("alice:s3cret")).starts_with("auth 0x"));
+    std::fs::write(&file, "alice:later\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, out, err) = w.nexctl(&["nexd", "reload"]);
+    assert!(
+        format!("{out}{err}").contains("previous credentials stay"),
+        "reload with a 0644 file (exit {code}): {out}{err}"
+    );
+    assert!(socks_request(&w, &dest, Some("alice:n3w")).starts_with("reply 0x00 "));
+    assert!(socks_request(&w, &dest, Some("alice:later")).starts_with("auth 0x"));
 }
 
 #[test]
