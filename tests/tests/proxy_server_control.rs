@@ -422,3 +422,62 @@ fn an_auth_file_others_may_read_or_none_at_all_stops_nexd_in_one_line() {
         &["--socks5-auth-file", &missing],
     );
 }
+
+/// `bad_requests` of the server listening on `listen`, from `status -o json`.
+fn bad_requests(p: &Pair, listen: &str) -> Option<u64> {
+    let st: serde_json::Value =
+        serde_json::from_str(&ok(p.a.nexctl(&["-o", "json", "nexd", "status"]))).ok()?;
+    st["servers"]
+        .as_array()?
+        .iter()
+        .find(|s| s["listen"] == listen)?["bad_requests"]
+        .as_u64()
+}
+
+#[test]
+fn clients_that_never_finish_their_request_are_closed_after_the_handshake_deadline() {
+    let (s, h) = (free_port(), free_port());
+    let mut p = Pair::new(true);
+    p.a.start(
+        &p.scratch,
+        &[
+            "--socks5".into(),
+            s.to_string(),
+            "--http-proxy".into(),
+            h.to_string(),
+        ],
+    );
+    let started = std::time::Instant::now();
+    // SOCKS5: a greeting and no request; HTTP: half a request head.
+    let mut socks = TcpStream::connect(local(s)).unwrap();
+    socks.write_all(&[5, 1, 0]).unwrap();
+    let mut http = TcpStream::connect(local(h)).unwrap();
+    http.write_all(b"CONNECT 100.100.0.2:80 HTTP/1.1\r\n")
+        .unwrap();
+    for (name, c) in [("socks5", &mut socks), ("http", &mut http)] {
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut got = Vec::new();
+        // The server answers what it can, then closes the connection.
+        let end = c.read_to_end(&mut got);
+        assert!(end.is_ok(), "{name}: not closed within 30 s: {end:?}");
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_secs(9),
+            "{name}: closed after {took:?}, before the 10 s deadline"
+        );
+        if name == "http" {
+            let text = String::from_utf8_lossy(&got);
+            assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
+        } else {
+            assert_eq!(got, [5, 0], "only the method choice");
+        }
+    }
+    for listen in [format!("127.0.0.1:{s}"), format!("127.0.0.1:{h}")] {
+        assert!(
+            nexd_e2e::wait_until(Duration::from_secs(10), || bad_requests(&p, &listen)
+                == Some(1)),
+            "{listen}: bad_requests {:?}",
+            bad_requests(&p, &listen)
+        );
+    }
+}
