@@ -171,3 +171,43 @@ fn a_second_signal_resets_at_once() {
     let (end, _) = read_to_end(&mut c);
     assert_eq!(end, End::Reset(0), "{}", p.a.log());
 }
+
+#[test]
+fn a_socks5_stream_finishes_during_the_drain_and_the_server_stops_accepting() {
+    let data = payload(2 << 20, 9);
+    let (target, _, _) = server(data.clone(), Duration::from_millis(150));
+    let socks = nexd_e2e::free_port();
+    let mut p = Pair::new(true);
+    p.start_tcp_path(
+        target,
+        &[],
+        &["--drain-timeout", "20", "--socks5", &socks.to_string()],
+    );
+    let dest: nexd_e2e::socks::Dest = "100.100.0.2:7000".parse().unwrap();
+    let mut c = nexd_e2e::socks::connect(local(socks), &dest, None).unwrap();
+    let mut first = [0u8; 1];
+    c.read_exact(&mut first).unwrap();
+    sigterm(&mut p);
+    p.a.proc().wait_for_log("draining", Duration::from_secs(10));
+    assert!(
+        wait_until(Duration::from_secs(5), || TcpStream::connect(local(socks))
+            .is_err()),
+        "the SOCKS5 server still accepts while draining"
+    );
+    let (end, rest) = read_to_end(&mut c);
+    let mut got = first.to_vec();
+    got.extend_from_slice(&rest);
+    assert_eq!(end, End::Fin(got.len() - 1), "{}", p.a.log());
+    assert_eq!(
+        sha256(&got),
+        sha256(&data),
+        "stream changed during the drain"
+    );
+    drop(c);
+    let status = p.a.proc().terminate(Duration::from_secs(20));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        p.a.log()
+    );
+}
