@@ -786,15 +786,12 @@ impl Engine {
         let id = self.flow_id();
         debug!(flow = id, %client, dest = %flow.dest, "egress tcp flow");
         flow.origin = Some(origin);
-        let (rx, credits, shared) = flow.attach_host();
-        host::spawn_tcp_io(
-            stream,
+        attach(
+            &mut flow,
             id,
-            self.events_tx.clone(),
-            rx,
-            credits,
-            shared,
-            self.host_connections.clone(),
+            stream,
+            &self.events_tx,
+            &self.host_connections,
         );
         self.insert_tcp_flow(id, flow);
     }
@@ -1224,16 +1221,7 @@ impl Engine {
             }
             Event::IngressConnected { flow, stream } => {
                 if let Some(f) = self.tcp_flows.get_mut(&flow) {
-                    let (rx, credits, shared) = f.attach_host();
-                    host::spawn_tcp_io(
-                        stream,
-                        flow,
-                        self.events_tx.clone(),
-                        rx,
-                        credits,
-                        shared,
-                        self.host_connections.clone(),
-                    );
+                    attach(f, flow, stream, &self.events_tx, &self.host_connections);
                     mark_dirty(&mut self.dirty, flow, f);
                 }
             }
@@ -1654,6 +1642,26 @@ impl Engine {
         }
         debug!("engine stopped");
     }
+}
+
+/// Hands flow `id`'s host connection to its I/O tasks (`open` counts the connections held).
+fn attach(
+    flow: &mut TcpFlow,
+    id: FlowId,
+    stream: tokio::net::TcpStream,
+    events: &mpsc::Sender<Event>,
+    open: &Arc<AtomicUsize>,
+) {
+    let (rx, credits, shared) = flow.attach_host();
+    host::spawn_tcp_io(
+        stream,
+        id,
+        events.clone(),
+        rx,
+        credits,
+        shared,
+        open.clone(),
+    );
 }
 
 /// Queues an egress UDP flow for servicing in the current pump, once.

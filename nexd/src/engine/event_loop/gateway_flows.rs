@@ -1,11 +1,9 @@
 //! Flows opened by proxy servers (SOCKS5, HTTP CONNECT): each request names its own
 //! destination, which must lie inside a peer's AllowedIPs and the server's allow-list.
 
-use super::{mark_dirty, Engine};
+use super::{attach, mark_dirty, Engine};
 use crate::engine::gateways::GatewayTable;
-use crate::engine::host::{
-    self, ConnectOutcome, ConnectRefusal, Connected, FlowId, GatewayFailure,
-};
+use crate::engine::host::{ConnectOutcome, ConnectRefusal, Connected, FlowId, GatewayFailure};
 use crate::engine::tcp::{FlowState, TcpFlow};
 use crate::engine::udp::EgressUdpOrigin;
 use bytes::Bytes;
@@ -112,16 +110,7 @@ impl Engine {
             return;
         };
         f.host_preface(preface);
-        let (rx, credits, shared) = f.attach_host();
-        host::spawn_tcp_io(
-            stream,
-            id,
-            self.events_tx.clone(),
-            rx,
-            credits,
-            shared,
-            self.host_connections.clone(),
-        );
+        attach(f, id, stream, &self.events_tx, &self.host_connections);
         mark_dirty(&mut self.dirty, id, f);
     }
 
