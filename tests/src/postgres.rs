@@ -151,6 +151,44 @@ pub fn md5_hex(data: &[u8]) -> String {
     format!("{:032x}", md5_of(data))
 }
 
+/// Runs `sql` with psql from `ns` against PostgreSQL reached at 127.0.0.1:`port` (as user
+/// postgres, unaligned rows, stopping at the first error): its output.
+pub fn psql(ns: &Netns, port: u16, sql: &str) -> Result<String, String> {
+    let port = port.to_string();
+    ns.run(&[
+        "psql",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-U",
+        "postgres",
+        "-At",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-c",
+        sql,
+    ])
+}
+
+/// Polls `select 1` through 127.0.0.1:`port` until PostgreSQL answers, for at most
+/// `deadline`; the last error when it never does.
+pub fn wait_ready(ns: &Netns, port: u16, deadline: Duration) -> Result<(), String> {
+    let mut last = String::new();
+    let up = wait_until(deadline, || match psql(ns, port, "select 1") {
+        Ok(o) => o.trim() == "1",
+        Err(e) => {
+            last = e;
+            false
+        }
+    });
+    if up {
+        Ok(())
+    } else {
+        Err(last)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::md5_hex;

@@ -22,6 +22,25 @@ pub fn sha256(data: &[u8]) -> String {
         .collect()
 }
 
+/// Echoes what `c` sends until it finishes (then finishes too) or fails.
+pub fn echo_until_eof(c: &mut TcpStream) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) => {
+                let _ = c.shutdown(Shutdown::Write);
+                return;
+            }
+            Ok(n) => {
+                if c.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}
+
 /// TCP echo server: echoes until the client's FIN, then shuts down its write side.
 /// Runs on background threads for the life of the process.
 pub fn tcp_echo_server(listener: TcpListener) {
@@ -29,21 +48,7 @@ pub fn tcp_echo_server(listener: TcpListener) {
         for conn in listener.incoming() {
             let Ok(mut c) = conn else { continue };
             thread::spawn(move || {
-                let mut buf = vec![0u8; 65536];
-                loop {
-                    match c.read(&mut buf) {
-                        Ok(0) => {
-                            let _ = c.shutdown(Shutdown::Write);
-                            return;
-                        }
-                        Ok(n) => {
-                            if c.write_all(&buf[..n]).is_err() {
-                                return;
-                            }
-                        }
-                        Err(_) => return,
-                    }
-                }
+                echo_until_eof(&mut c);
             });
         }
     });

@@ -82,16 +82,22 @@ fn an_open_stream_finishes_during_the_drain_and_new_connections_are_refused() {
     let data = payload(2 << 20, 7);
     let (target, _, _) = server(data.clone(), Duration::from_millis(150));
     let (mut p, e) = start(target, "20");
-    let mut c = TcpStream::connect(local(e)).unwrap();
+    let c = TcpStream::connect(local(e)).unwrap();
+    finishes_during_the_drain(&mut p, c, e, &data);
+}
+
+/// With `c` receiving `data` through A, SIGTERM A: A stops accepting on `port` at once,
+/// `c` still gets every byte and a clean end, and A exits 0.
+fn finishes_during_the_drain(p: &mut Pair, mut c: TcpStream, port: u16, data: &[u8]) {
     let mut first = [0u8; 1];
     c.read_exact(&mut first).unwrap();
-    sigterm(&mut p);
+    sigterm(p);
     p.a.proc().wait_for_log("draining", Duration::from_secs(10));
     // Not accepting any more.
     assert!(
-        wait_until(Duration::from_secs(5), || TcpStream::connect(local(e))
+        wait_until(Duration::from_secs(5), || TcpStream::connect(local(port))
             .is_err()),
-        "new connections still accepted while draining"
+        "new connections still accepted on {port} while draining"
     );
     let (end, rest) = read_to_end(&mut c);
     let mut got = first.to_vec();
@@ -99,7 +105,7 @@ fn an_open_stream_finishes_during_the_drain_and_new_connections_are_refused() {
     assert_eq!(end, End::Fin(got.len() - 1), "{}", p.a.log());
     assert_eq!(
         sha256(&got),
-        sha256(&data),
+        sha256(data),
         "stream changed during the drain"
     );
     drop(c);
@@ -184,30 +190,6 @@ fn a_socks5_stream_finishes_during_the_drain_and_the_server_stops_accepting() {
         &["--drain-timeout", "20", "--socks5", &socks.to_string()],
     );
     let dest: nexd_e2e::socks::Dest = "100.100.0.2:7000".parse().unwrap();
-    let mut c = nexd_e2e::socks::connect(local(socks), &dest, None).unwrap();
-    let mut first = [0u8; 1];
-    c.read_exact(&mut first).unwrap();
-    sigterm(&mut p);
-    p.a.proc().wait_for_log("draining", Duration::from_secs(10));
-    assert!(
-        wait_until(Duration::from_secs(5), || TcpStream::connect(local(socks))
-            .is_err()),
-        "the SOCKS5 server still accepts while draining"
-    );
-    let (end, rest) = read_to_end(&mut c);
-    let mut got = first.to_vec();
-    got.extend_from_slice(&rest);
-    assert_eq!(end, End::Fin(got.len() - 1), "{}", p.a.log());
-    assert_eq!(
-        sha256(&got),
-        sha256(&data),
-        "stream changed during the drain"
-    );
-    drop(c);
-    let status = p.a.proc().terminate(Duration::from_secs(20));
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "{status:?}\n{}",
-        p.a.log()
-    );
+    let c = nexd_e2e::socks::connect(local(socks), &dest, None).unwrap();
+    finishes_during_the_drain(&mut p, c, socks, &data);
 }

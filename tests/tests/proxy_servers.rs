@@ -588,35 +588,11 @@ fn psql_reaches_postgresql_through_socks5() {
         c
     })
     .unwrap();
-    let psql = |sql: &str| {
-        w.net.a.run(&[
-            "psql",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            "15432",
-            "-U",
-            "postgres",
-            "-At",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            sql,
-        ])
-    };
-    let mut last = String::new();
-    let up = wait_until(Duration::from_secs(60), || match psql("select 1") {
-        Ok(o) => o.trim() == "1",
-        Err(e) => {
-            last = e;
-            false
-        }
-    });
-    assert!(
-        up,
-        "psql never reached PostgreSQL: {last}\n{}",
-        w.nexd.log()
-    );
+    let psql = |sql: &str| nexd_e2e::postgres::psql(&w.net.a, 15432, sql);
+    // PostgreSQL needs a moment to start; poll through the tunnel.
+    if let Err(last) = nexd_e2e::postgres::wait_ready(&w.net.a, 15432, Duration::from_secs(60)) {
+        panic!("psql never reached PostgreSQL: {last}\n{}", w.nexd.log());
+    }
     let expected: String = (1..=100_000)
         .map(|i: u32| i.to_string())
         .collect::<Vec<_>>()

@@ -84,36 +84,14 @@ fn seed_example_2_egress_reaches_a_remote_postgresql_with_psql() {
         Ok(pg) => pg,
         Err(e) => panic!("cannot start PostgreSQL: {e}"),
     };
-    let psql = |sql: &str| {
-        w.net.a.run(&[
-            "psql",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            "5432",
-            "-U",
-            "postgres",
-            "-At",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            sql,
-        ])
-    };
+    let psql = |sql: &str| nexd_e2e::postgres::psql(&w.net.a, 5432, sql);
     // PostgreSQL needs a moment to start; poll through the tunnel.
-    let mut last = String::new();
-    let up = wait_until(Duration::from_secs(30), || match psql("select 1") {
-        Ok(o) => o.trim() == "1",
-        Err(e) => {
-            last = e;
-            false
-        }
-    });
-    assert!(
-        up,
-        "psql never reached PostgreSQL through nexd: {last}\n{}",
-        w.nexd.log()
-    );
+    if let Err(last) = nexd_e2e::postgres::wait_ready(&w.net.a, 5432, Duration::from_secs(30)) {
+        panic!(
+            "psql never reached PostgreSQL through nexd: {last}\n{}",
+            w.nexd.log()
+        );
+    }
     psql("create table t (id int primary key, v text)").unwrap();
     psql("insert into t select g, md5(g::text) from generate_series(1, 20000) g").unwrap();
     // Pull ~700 KB back and check it against what PostgreSQL computes itself.

@@ -589,21 +589,7 @@ mod proxy_kit {
                         return;
                     }
                 }
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    match c.read(&mut buf) {
-                        Ok(0) => {
-                            let _ = c.shutdown(Shutdown::Write);
-                            return;
-                        }
-                        Ok(n) => {
-                            if c.write_all(&buf[..n]).is_err() {
-                                return;
-                            }
-                        }
-                        Err(_) => return,
-                    }
-                }
+                traffic::echo_until_eof(&mut c);
             });
         }
         Ok(())
